@@ -1,0 +1,390 @@
+#!/usr/bin/env python3
+"""Render bench/run's results.json as markdown tables, a target check and an SVG chart.
+
+bench/run calls this itself; run it by hand to re-render committed results:
+
+  bench/report.py bench/results/<date>/results.json   # rewrites results.md and chart.svg
+"""
+
+import json
+import os
+import re
+import sys
+from html import escape
+
+LABELS = {
+    "gunicorn-sync": "gunicorn (sync)",
+    "gunicorn-gthread": "gunicorn (gthread)",
+    "uwsgi-http": "uWSGI (http)",
+    "nginx-uwsgi": "nginx + uWSGI",
+    "poem-api": "poem-api",
+    "poem-api-log": "poem-api + access log",
+    "nginx-static": "nginx fixed response (ceiling)",
+}
+COLORS = {
+    "gunicorn-sync": "#4c78a8",
+    "gunicorn-gthread": "#72b7b2",
+    "uwsgi-http": "#54a24b",
+    "nginx-uwsgi": "#b279a2",
+    "poem-api": "#e45756",
+    "poem-api-log": "#ff9d98",
+    "nginx-static": "#9d9d9d",
+}
+PYTHON_STACKS = ["gunicorn-sync", "gunicorn-gthread", "uwsgi-http", "nginx-uwsgi"]
+WORKLOADS = [("get_root", "GET /"), ("echo", "POST /api/v1/echo"), ("delay", "GET /api/v1/delay")]
+
+
+def _stack(result, name):
+    for s in result["stacks"]:
+        if s["name"] == name:
+            return s["median"]
+    return None
+
+
+def _wl(result, name, workload):
+    m = _stack(result, name)
+    return (m or {}).get("workloads", {}).get(workload)
+
+
+def _delay_settings(result):
+    for w in result["settings"]["workloads"]:
+        if w["name"] == "delay":
+            return w["connections"], int(w["path"].rsplit("/", 1)[1])
+    return 256, 100
+
+
+def mb(kib):
+    """Decimal megabytes (10^6 bytes), the unit of the targets, from /proc's KiB."""
+    return None if kib is None else kib * 1024 / 1e6
+
+
+def _best_python(result, workload):
+    best = None
+    for name in PYTHON_STACKS:
+        w = _wl(result, name, workload)
+        if w and w["rps"] is not None and (best is None or w["rps"] > best[1]):
+            best = (name, w["rps"])
+    return best
+
+
+def evaluate_targets(result):
+    """poem-api's targets from the issue, computed from this run's medians."""
+    targets = []
+    poem = _stack(result, "poem-api")
+
+    def add(name, value, threshold, op, unit, evidence):
+        if value is None:
+            targets.append({"target": name, "value": None, "threshold": threshold, "op": op,
+                            "unit": unit, "status": "N/A", "evidence": evidence})
+            return
+        ok = value >= threshold if op == ">=" else value <= threshold
+        targets.append({"target": name, "value": round(value, 3), "threshold": threshold,
+                        "op": op, "unit": unit, "status": "PASS" if ok else "MISS",
+                        "evidence": evidence})
+
+    for wl, label in WORKLOADS[:2]:
+        p = _wl(result, "poem-api", wl)
+        best = _best_python(result, wl)
+        ceil = _wl(result, "nginx-static", wl)
+        if p and best:
+            add(f"{label} throughput vs best Python stack", p["rps"] / best[1], 5.0, ">=", "x",
+                f"poem-api {p['rps']:.0f} req/s vs {LABELS[best[0]]} {best[1]:.0f} req/s")
+        else:
+            add(f"{label} throughput vs best Python stack", None, 5.0, ">=", "x", "not measured")
+        if p and ceil:
+            add(f"{label} throughput vs nginx ceiling", p["rps"] / ceil["rps"], 0.6, ">=", "x",
+                f"poem-api {p['rps']:.0f} req/s vs nginx fixed response {ceil['rps']:.0f} req/s")
+        else:
+            add(f"{label} throughput vs nginx ceiling", None, 0.6, ">=", "x", "not measured")
+    conns, ms = _delay_settings(result)
+    theory = conns * 1000.0 / ms
+    d = _wl(result, "poem-api", "delay")
+    add(f"delay/{ms} at {conns} connections: req/s vs 0.95 x {theory:.0f}",
+        d["rps"] / theory if d else None, 0.95, ">=", "x of theory",
+        f"{d['rps']:.0f} req/s of {theory:.0f} theoretical" if d else "not measured")
+    add(f"delay/{ms} at {conns} connections: p99", d["latency_p99_us"] / 1000 if d else None,
+        round(ms * 1.2, 1), "<=", "ms",
+        f"p99 {d['latency_p99_us'] / 1000:.1f} ms (p50 {d['latency_p50_us'] / 1000:.1f} ms)"
+        if d else "not measured")
+    add("idle RSS (whole process tree)", mb(poem["idle_memory"]["rss_kib"]) if poem else None,
+        10.0, "<=", "MB", f"PSS {mb(poem['idle_memory']['pss_kib']):.2f} MB" if poem else "")
+    add("start to ready (median)", poem["start_ms"] if poem else None, 20.0, "<=", "ms",
+        "exec to first 200 from /readyz" if poem else "")
+    if poem:
+        sd = poem["shutdown"]
+        add("failed requests when stopped under load (worst round)", sd["failed_max"], 0, "<=",
+            "requests", f"exit {sd['exit_ms']:.0f} ms after SIGTERM, {sd['requests_ok']:.0f} "
+            f"ok, {sd['refused_after_stop']:.0f} refused after the port closed, exit codes "
+            f"{sd['exit_codes']}")
+    else:
+        add("failed requests when stopped under load (worst round)", None, 0, "<=", "", "")
+    return targets
+
+
+# ---------------------------------------------------------------- markdown
+
+def _f(v, digits=0, unit=""):
+    if v is None:
+        return "–"
+    if digits == 0:
+        return f"{v:,.0f}{unit}"
+    return f"{v:,.{digits}f}{unit}"
+
+
+def _ms(us, digits=1):
+    return "–" if us is None else _f(us / 1000, digits)
+
+
+def header(result):
+    m = result["machine"]
+    lg = result["load_generator"]
+    s = result["settings"]
+    la0, la1 = m["loadavg_at_start"], m.get("loadavg_at_end")
+    lines = [
+        f"- Date: {result['date']}; machine: {m['cpu_model']}, {m['cores']} cores, "
+        f"Linux {m['kernel']}; load average at start {la0[0]:.2f} / {la0[1]:.2f} / {la0[2]:.2f}"
+        + (f", at end {la1[0]:.2f} / {la1[1]:.2f} / {la1[2]:.2f}" if la1 else "")
+        + " (1 / 5 / 15 min; the machine is shared).",
+        f"- Command: `{result['command']}`"
+        + (" (smoke run: numbers not meaningful)" if result.get("smoke") else ""),
+        f"- Load generator: {lg['version']}, {lg['threads']} thread(s), Lua script "
+        f"`{lg['script']}`, timeout {lg['timeout_s']} s, pinned to CPU(s) {lg['pinned_to_cpus']};"
+        f" servers pinned to CPU(s) {s['server_cpus']}. {s['duration_s']:g} s per workload after "
+        f"{s['warmup_s']:g} s warm-up; {s['repeat']} round(s), medians shown. Non-2xx: "
+        f"{lg['non2xx']}.",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v),
+    ]
+    return "\n".join(lines)
+
+
+def markdown_tables(result):
+    """The compact results table and the target check (also printed by bench/run)."""
+    conns, ms = _delay_settings(result)
+    wl_conns = {w["name"]: w["connections"] for w in result["settings"]["workloads"]}
+    out = [
+        "| Stack | GET / req/s (p99 ms) | POST echo req/s (p99 ms) | "
+        f"delay/{ms} req/s (p99 ms) | start ms | idle RSS / PSS MB | peak RSS / PSS MB | "
+        "SIGTERM under load: exit ms, failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in result["stacks"]:
+        m = s["median"]
+        if m is None:
+            err = next((r.get("error") for r in s["rounds"] if r.get("error")), "failed")
+            err = err.splitlines()[0][:120].replace("|", "/")
+            out.append(f"| {s['label']} | failed: {err} | | | | | | |")
+            continue
+        cells = []
+        for wl, _ in WORKLOADS:
+            w = m["workloads"].get(wl)
+            if not w:
+                cells.append("n/a")
+                continue
+            bad = (w["errors"] or 0) + (w["non2xx"] or 0)
+            cells.append(f"{_f(w['rps'])} ({_ms(w['latency_p99_us'])})"
+                         + (f" ⚠ {bad:,.0f} err" if bad else ""))
+        sd = m["shutdown"]
+        out.append(
+            f"| {s['label']} | " + " | ".join(cells) + f" | {_f(m['start_ms'], 1)} | "
+            f"{_f(mb(m['idle_memory']['rss_kib']), 1)} / {_f(mb(m['idle_memory']['pss_kib']), 1)}"
+            f" | {_f(mb(m['peak_memory']['rss_kib']), 1)} / "
+            f"{_f(mb(m['peak_memory']['pss_kib']), 1)} | {_f(sd['exit_ms'])}, "
+            f"{_f(sd['failed_max'])} |")
+    out.append("")
+    out.append(f"Connections: GET / {wl_conns.get('get_root')}, echo {wl_conns.get('echo')}, "
+               f"delay {wl_conns.get('delay')}. \"err\" = socket errors + timeouts + non-2xx "
+               "during the measured window.")
+    return "\n".join(out) + "\n"
+
+
+def targets_text(result):
+    out = ["| poem-api target | value | target | result | evidence |",
+           "|---|---:|---:|---|---|"]
+    for t in result["targets"]:
+        v = "–" if t["value"] is None else f"{t['value']:g} {t['unit']}"
+        out.append(f"| {t['target']} | {v} | {t['op']} {t['threshold']:g} {t['unit']} | "
+                   f"**{t['status']}** | {t['evidence']} |")
+    return "\n".join(out) + "\n"
+
+
+def workload_table(result, wl, label):
+    best = _best_python(result, wl)
+    rows = [f"#### {label}", "",
+            "| Stack | conns | req/s | × best Python | p50 ms | p90 ms | p99 ms | max ms | "
+            "socket errors | timeouts | non-2xx | server CPU % | wrk CPU % | peak RSS / PSS MB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in result["stacks"]:
+        w = (s["median"] or {}).get("workloads", {}).get(wl)
+        if not w:
+            continue
+        ratio = f"{w['rps'] / best[1]:.2f}" if best and best[1] else "–"
+        rows.append(
+            f"| {s['label']} | {_f(w['connections'])} | {_f(w['rps'])} | {ratio} | "
+            f"{_ms(w['latency_p50_us'], 2)} | {_ms(w['latency_p90_us'], 2)} | "
+            f"{_ms(w['latency_p99_us'], 2)} | {_ms(w['latency_max_us'], 1)} | "
+            f"{_f((w['errors'] or 0) - (w['errors_timeout'] or 0))} | "
+            f"{_f(w['errors_timeout'])} | {_f(w['non2xx'])} | {_f(w['server_cpu_pct'])} | "
+            f"{_f(w['loadgen_cpu_pct'])} | {_f(mb(w['peak_rss_kib']), 1)} / "
+            f"{_f(mb(w['peak_pss_kib']), 1)} |")
+    return "\n".join(rows) + "\n"
+
+
+def lifecycle_table(result):
+    rows = ["| Stack | processes | start ms (median) | idle RSS MB | idle PSS MB | "
+            "peak RSS MB | peak PSS MB | stop under load: path | exit ms | ok | failed "
+            "(worst round) | of which retry-safe | refused after port closed | exit codes |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"]
+    for s in result["stacks"]:
+        m = s["median"]
+        if not m:
+            continue
+        sd = m["shutdown"]
+        rows.append(
+            f"| {s['label']} | {_f(m['idle_memory']['processes'])} | {_f(m['start_ms'], 1)} | "
+            f"{_f(mb(m['idle_memory']['rss_kib']), 1)} | {_f(mb(m['idle_memory']['pss_kib']), 1)}"
+            f" | {_f(mb(m['peak_memory']['rss_kib']), 1)} | "
+            f"{_f(mb(m['peak_memory']['pss_kib']), 1)} | `{sd['path']}` | {_f(sd['exit_ms'])} | "
+            f"{_f(sd['requests_ok'])} | {_f(sd['failed_max'])} | "
+            f"{_f(sd.get('failed_retry_safe'))} | "
+            f"{_f(sd['refused_after_stop'])} | {sd['exit_codes']} |")
+    return "\n".join(rows) + "\n"
+
+
+def access_log_cost(result):
+    rows = []
+    for wl, label in WORKLOADS:
+        a, b = _wl(result, "poem-api", wl), _wl(result, "poem-api-log", wl)
+        if a and b and a["rps"]:
+            rows.append(f"| {label} | {_f(a['rps'])} | {_f(b['rps'])} | "
+                        f"{100 * (b['rps'] / a['rps'] - 1):+.1f}% | "
+                        f"{_ms(a['latency_p99_us'], 2)} → {_ms(b['latency_p99_us'], 2)} |")
+    if not rows:
+        return ""
+    return ("| Workload | poem-api req/s (log off) | with access log | change | p99 ms |\n"
+            "|---|---:|---:|---:|---|\n" + "\n".join(rows) + "\n")
+
+
+def markdown(result):
+    parts = [
+        "# Benchmark results: classic Python stacks and poem-api, side by side", "",
+        header(result), "",
+        "## Summary (medians)", "", markdown_tables(result),
+        "## poem-api targets (ratios within this run)", "", targets_text(result),
+        "## Workloads", "",
+    ]
+    for wl, label in WORKLOADS:
+        conns = {w["name"]: w for w in result["settings"]["workloads"]}.get(wl)
+        parts.append(workload_table(result, wl, conns["label"] if conns else label))
+    parts += ["## Start, memory and stop", "", lifecycle_table(result),
+              "Stop test: a client keeps the listed connections busy with keep-alive requests "
+              "to the path shown, the stop signal goes to the stack's main process(es), and the "
+              "client goes on until they have exited. \"failed\" counts requests that got no "
+              "2xx answer (connection reset or closed before the response, timeout, or an "
+              "error status); \"retry-safe\" is the part of those lost on a reused keep-alive "
+              "connection closed before any byte of the response, which an HTTP client may "
+              "retry by itself; \"refused\" counts connection attempts after the port closed, "
+              "which a load balancer sends elsewhere.", ""]
+    alc = access_log_cost(result)
+    if alc:
+        parts += ["## Cost of poem-api's access log", "", alc]
+    failed = [(s["label"], r["round"], r["error"]) for s in result["stacks"]
+              for r in s["rounds"] if r.get("error")]
+    if failed:
+        parts += ["## Failures", ""] + [f"- {l} round {n}: {e}" for l, n, e in failed] + [""]
+    parts += ["![chart](chart.svg)", ""]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- SVG chart
+
+def svg(result):
+    stacks = [s for s in result["stacks"] if s["median"]]
+    bar_h, gap, label_w, panel_w, value_w = 13, 3, 190, 300, 70
+    col_w = panel_w + value_w
+    width = label_w + 2 * col_w + 20
+    y = 0
+    els = []
+
+    def text(x, y, s, size=12, anchor="start", weight="normal", fill="#222"):
+        els.append(f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" '
+                   f'font-weight="{weight}" fill="{fill}">{escape(s)}</text>')
+
+    def bars(x0, y0, items, fmt, title):
+        """items: [(stack name, value or None)] drawn as horizontal bars, linear scale."""
+        vmax = max([v for _, v in items if v is not None] or [1]) or 1
+        text(x0, y0 + 11, title, 12, weight="bold")
+        yy = y0 + 18
+        for name, v in items:
+            if v is None:
+                text(x0 + 2, yy + bar_h - 2, "n/a", 10, fill="#888")
+            else:
+                w = max(1.0, panel_w * v / vmax)
+                els.append(f'<rect x="{x0}" y="{yy}" width="{w:.1f}" height="{bar_h}" '
+                           f'fill="{COLORS.get(name, "#888")}"><title>{escape(LABELS.get(name, name))}:'
+                           f' {escape(fmt(v))}</title></rect>')
+                text(x0 + w + 4, yy + bar_h - 2, fmt(v), 10)
+            yy += bar_h + gap
+        return yy
+
+    def stack_labels(y0):
+        yy = y0 + 18
+        for s in stacks:
+            text(label_w - 8, yy + bar_h - 2, LABELS.get(s["name"], s["name"]), 11, "end")
+            yy += bar_h + gap
+
+    m = result["machine"]
+    text(10, 20, "poem-api vs classic Python deployment stacks", 15, weight="bold")
+    wrk = re.match(r"wrk \S+", result["load_generator"]["version"] or "")
+    text(10, 38, f"{result['date'][:10]} · {m['cpu_model']} · {m['cores']} cores · "
+         f"{wrk.group(0) if wrk else 'wrk'} · server on CPU {result['settings']['server_cpus']}, "
+         f"wrk on CPU {result['settings']['load_cpus']} · medians of "
+         f"{result['settings']['repeat']} round(s)"
+         + (" · SMOKE RUN" if result.get("smoke") else ""), 11, fill="#555")
+    y = 52
+    wl_labels = {w["name"]: f"{w['label']} @ {w['connections']} conns"
+                 for w in result["settings"]["workloads"]}
+    for wl, label in WORKLOADS:
+        lab = wl_labels.get(wl, label)
+        text(10, y + 11, lab, 13, weight="bold", fill="#000")
+        y += 16
+        stack_labels(y)
+        items = [(s["name"], (s["median"]["workloads"].get(wl) or {}).get("rps"))
+                 for s in stacks]
+        lat = [(s["name"], ((s["median"]["workloads"].get(wl) or {}).get("latency_p99_us")
+                            or 0) / 1000 if s["median"]["workloads"].get(wl) else None)
+               for s in stacks]
+        y1 = bars(label_w, y, items, lambda v: f"{v:,.0f}", "requests/s (higher is better)")
+        bars(label_w + col_w, y, lat, lambda v: f"{v:,.1f} ms", "p99 latency (lower is better)")
+        y = y1 + 12
+    text(10, y + 11, "Memory (whole process tree)", 13, weight="bold", fill="#000")
+    y += 16
+    stack_labels(y)
+    idle = [(s["name"], mb(s["median"]["idle_memory"]["pss_kib"])) for s in stacks]
+    peak = [(s["name"], mb(s["median"]["peak_memory"]["pss_kib"])) for s in stacks]
+    y1 = bars(label_w, y, idle, lambda v: f"{v:,.1f} MB", "idle PSS (MB; RSS in the table)")
+    bars(label_w + col_w, y, peak, lambda v: f"{v:,.1f} MB", "peak PSS under load (MB)")
+    y = y1 + 10
+    height = y + 10
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif">\n'
+            f'<rect width="100%" height="100%" fill="#fff"/>\n' + "\n".join(els) + "\n</svg>\n")
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.exit(__doc__)
+    path = argv[1]
+    with open(path) as f:
+        result = json.load(f)
+    result["targets"] = evaluate_targets(result)
+    d = os.path.dirname(os.path.abspath(path))
+    with open(os.path.join(d, "results.md"), "w") as f:
+        f.write(markdown(result))
+    with open(os.path.join(d, "chart.svg"), "w") as f:
+        f.write(svg(result))
+    print(markdown_tables(result))
+    print(targets_text(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
