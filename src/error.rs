@@ -1,0 +1,211 @@
+//! The API's one error type and its RFC 9457 `application/problem+json` rendering. Every error
+//! the service answers — validation, 404, 405, limits, timeouts, panics — takes this shape.
+
+use poem::{IntoResponse, Response, error::ResponseError, http::StatusCode};
+use poem_openapi::{
+    ApiResponse, Object,
+    registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
+    types::Type,
+};
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem details body.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct Problem {
+    /// A URI naming the problem type; `about:blank` means "see the status code".
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the problem type.
+    pub title: String,
+    /// HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request, safe to show a client.
+    pub detail: String,
+    /// The request path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// The request id, also in the `x-request-id` response header; quote it to find the logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Every invalid field, for 422.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+/// One invalid field of a request body.
+#[derive(Debug, Clone, PartialEq, Eq, Object, serde::Serialize)]
+pub struct FieldError {
+    /// Path of the field, like `tags[2]` or `meta.priority`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// An error a handler returns. Client errors say what was wrong; internal errors are logged
+/// with their cause and answered with an opaque 500.
+#[derive(Debug, Clone)]
+pub enum ApiError {
+    /// `400 Bad Request`: the request cannot be parsed.
+    BadRequest(String),
+    /// `413 Payload Too Large`.
+    PayloadTooLarge(usize),
+    /// `415 Unsupported Media Type`.
+    UnsupportedMediaType(String),
+    /// `422 Unprocessable Content`: parsed, but the listed fields are invalid.
+    Invalid(Vec<FieldError>),
+    /// `500 Internal Server Error` injected on purpose (`POEM_API_FAULT_ERROR_RATE`).
+    InjectedFault,
+    /// `503 Service Unavailable`: the request did not finish within the request timeout.
+    Timeout,
+    /// `503 Service Unavailable` with `Retry-After`: the in-flight limit is reached.
+    Overloaded,
+    /// Any status a client asked for with `/api/v1/status/{code}`.
+    Requested(StatusCode),
+}
+
+impl ApiError {
+    /// Seconds a shed client should wait before retrying.
+    pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+    fn detail(&self) -> String {
+        match self {
+            Self::BadRequest(detail) => detail.clone(),
+            Self::PayloadTooLarge(limit) => {
+                format!("the request body exceeds the limit of {limit} bytes")
+            }
+            Self::UnsupportedMediaType(got) => {
+                format!("expected content type application/json, got {got}")
+            }
+            Self::Invalid(errors) => format!("{} invalid field(s)", errors.len()),
+            Self::InjectedFault => "a fault was injected on purpose (fault injection is on)".into(),
+            Self::Timeout => "the request did not complete within the request timeout".into(),
+            Self::Overloaded => "too many requests in flight; retry later".into(),
+            Self::Requested(status) => format!("status {} was requested", status.as_u16()),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InjectedFault => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Timeout | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Requested(status) => *status,
+        }
+    }
+
+    fn as_response(&self) -> Response {
+        let mut problem = Problem::new(self.status(), self.detail());
+        if let Self::Invalid(errors) = self {
+            problem.errors = Some(errors.clone());
+        }
+        let mut response = problem.into_response();
+        if let Self::Overloaded = self {
+            response
+                .headers_mut()
+                .insert("retry-after", Self::RETRY_AFTER_SECONDS.into());
+        }
+        response
+    }
+}
+
+impl Problem {
+    /// A problem with the status's own title.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            instance: None,
+            request_id: None,
+            errors: None,
+        }
+    }
+
+    /// The problem for any error a handler or poem itself produced. Client errors (4xx) keep
+    /// their message; server errors get a generic one, their cause goes only to the log.
+    pub fn from_error(err: &poem::Error) -> Self {
+        let status = err.status();
+        if let Some(api) = err.downcast_ref::<ApiError>() {
+            let mut problem = Self::new(status, api.detail());
+            if let ApiError::Invalid(errors) = api {
+                problem.errors = Some(errors.clone());
+            }
+            return problem;
+        }
+        let detail = match status.as_u16() {
+            404 => "no route matches this path".to_owned(),
+            405 => "this route does not allow this method".to_owned(),
+            400..=499 => err.to_string(),
+            _ => "the server could not complete the request; the log has the cause".to_owned(),
+        };
+        Self::new(status, detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).expect("a Problem always serializes");
+        Response::builder()
+            .status(status)
+            .content_type(PROBLEM_JSON)
+            .body(body)
+    }
+}
+
+/// Every operation documents the problems it can answer with. Limits, timeouts, load shedding
+/// and fault injection are applied to every API route, so these apply everywhere.
+impl ApiResponse for ApiError {
+    fn meta() -> MetaResponses {
+        let problem = |status: u16, description: &'static str| MetaResponse {
+            description,
+            status: Some(status),
+            status_range: None,
+            content: vec![MetaMediaType {
+                content_type: PROBLEM_JSON,
+                schema: Problem::schema_ref(),
+            }],
+            headers: vec![],
+        };
+        MetaResponses {
+            responses: vec![
+                problem(400, "The request cannot be parsed"),
+                problem(413, "The request body is too large"),
+                problem(415, "The request body is not JSON"),
+                problem(422, "The request body has invalid fields, all listed"),
+                problem(500, "Internal error, or an injected fault"),
+                problem(
+                    503,
+                    "Timed out, or shed by the in-flight limit (with Retry-After)",
+                ),
+            ],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        Problem::register(registry);
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.as_response()
+    }
+}

@@ -1,0 +1,23 @@
+//! poem-api: a production-grade HTTP API service on poem and tokio, built to run on Kubernetes.
+//!
+//! - [`config`]     — every setting, as a flag and a `POEM_API_*` variable
+//! - [`telemetry`]  — the tracing subscriber (JSON in a cluster, text on a terminal)
+//! - [`lifecycle`]  — `starting → ready → draining → stopping`, and the stop signals
+//! - [`server`]     — the accept loop, connection limits and timeouts, graceful stop
+//! - [`routes`]     — the URL maps of the API and admin listeners, one module per resource
+//! - [`middleware`] — request id, access log, metrics, panics, limits, fault injection
+//! - [`validation`] — JSON bodies validated as a whole, every invalid field reported
+//! - [`error`]      — the API error type and its problem+json rendering
+//! - [`metrics`]    — Prometheus metrics
+//! - [`state`]      — what handlers share
+
+pub mod config;
+pub mod error;
+pub mod lifecycle;
+pub mod metrics;
+pub mod middleware;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod validation;

@@ -1,0 +1,162 @@
+//! The instance's lifecycle, `starting → ready → draining → stopping`, which readiness reports
+//! and the listeners and streams follow, and the signals that move it.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+/// Where the instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Phase {
+    /// Listeners are being bound; readiness fails.
+    Starting = 0,
+    /// Serving; readiness succeeds unless disabled by an operator.
+    Ready = 1,
+    /// A stop signal arrived: readiness fails, requests are still served, and responses ask
+    /// clients to close their connection, so traffic moves to other instances.
+    Draining = 2,
+    /// Listeners are closed; in-flight requests finish and streams end.
+    Stopping = 3,
+}
+
+/// Shared lifecycle state. Cheap to read on every request.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    phase: AtomicU8,
+    disabled: AtomicBool,
+    stopping: CancellationToken,
+}
+
+impl Lifecycle {
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Starting,
+            1 => Phase::Ready,
+            2 => Phase::Draining,
+            _ => Phase::Stopping,
+        }
+    }
+
+    /// Whether load balancers should send traffic here.
+    pub fn is_ready(&self) -> bool {
+        self.phase() == Phase::Ready && !self.disabled.load(Ordering::Acquire)
+    }
+
+    /// Whether connections should be closed after the current response.
+    pub fn is_leaving(&self) -> bool {
+        self.phase() >= Phase::Draining
+    }
+
+    /// Whether an operator took the instance out of rotation (`POST /readyz/disable`).
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::Acquire)
+    }
+
+    /// Takes the instance out of rotation, or puts it back, without stopping it.
+    pub fn set_disabled(&self, disabled: bool) {
+        self.disabled.store(disabled, Ordering::Release);
+    }
+
+    /// Both listeners are bound: start answering readiness with 200.
+    pub fn set_ready(&self) {
+        // Only from Starting: a signal that arrived during start-up wins.
+        let _ = self.phase.compare_exchange(
+            Phase::Starting as u8,
+            Phase::Ready as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// A stop signal arrived: fail readiness, keep serving.
+    pub fn start_draining(&self) {
+        self.phase
+            .fetch_max(Phase::Draining as u8, Ordering::AcqRel);
+    }
+
+    /// The drain delay is over: listeners stop accepting and streams end.
+    pub fn start_stopping(&self) {
+        self.phase
+            .fetch_max(Phase::Stopping as u8, Ordering::AcqRel);
+        self.stopping.cancel();
+    }
+
+    /// Completes when [`Lifecycle::start_stopping`] is called.
+    pub async fn stopped(&self) {
+        self.stopping.cancelled().await;
+    }
+
+    /// A token cancelled when the instance stops; for tasks that outlive a borrow.
+    pub fn stopping_token(&self) -> CancellationToken {
+        self.stopping.clone()
+    }
+}
+
+/// SIGTERM (what Kubernetes sends) and SIGINT (Ctrl-C). Installed once, at start, so a signal
+/// that arrives early is not lost and the process never falls back to the default action
+/// (which, as PID 1 in a container, would be to ignore SIGTERM until SIGKILL).
+#[derive(Debug)]
+pub struct StopSignals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers.
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Waits for the next stop signal and returns its number.
+    pub async fn recv(&mut self) -> i32 {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.int.recv() => libc::SIGINT,
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            2
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_the_phases_and_the_operator_switch() {
+        let lifecycle = Lifecycle::default();
+        assert!(!lifecycle.is_ready(), "not ready while starting");
+        lifecycle.set_ready();
+        assert!(lifecycle.is_ready());
+        lifecycle.set_disabled(true);
+        assert!(!lifecycle.is_ready(), "disabled by an operator");
+        lifecycle.set_disabled(false);
+        lifecycle.start_draining();
+        assert!(!lifecycle.is_ready() && lifecycle.is_leaving());
+        lifecycle.set_ready();
+        assert_eq!(
+            lifecycle.phase(),
+            Phase::Draining,
+            "never back to ready once draining"
+        );
+        lifecycle.start_stopping();
+        assert_eq!(lifecycle.phase(), Phase::Stopping);
+    }
+}

@@ -1,0 +1,84 @@
+//! The admin listener: probes, readiness controls, metrics and version. Served on its own
+//! port, which the Kubernetes Service does not expose.
+
+use std::sync::Arc;
+
+use poem::{
+    IntoResponse, Response, Route, get, handler,
+    http::StatusCode,
+    post,
+    web::{Data, Json},
+};
+use serde_json::json;
+
+use crate::{
+    error::Problem,
+    lifecycle::Phase,
+    state::{AppState, REVISION, VERSION},
+};
+
+/// Content type of the OpenMetrics text format, which Prometheus scrapes natively.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The admin URL map.
+pub fn routes() -> Route {
+    Route::new()
+        .at("/healthz", get(healthz))
+        .at("/readyz", get(readyz))
+        .at("/readyz/enable", post(enable))
+        .at("/readyz/disable", post(disable))
+        .at("/metrics", get(metrics))
+        .at("/version", get(version))
+}
+
+/// Liveness: the process answers. Stays 200 while draining, so Kubernetes does not restart an
+/// instance that is stopping on purpose.
+#[handler]
+fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: 200 when this instance should receive traffic, 503 while starting, draining,
+/// stopping or disabled by an operator.
+#[handler]
+fn readyz(state: Data<&Arc<AppState>>) -> Response {
+    let lifecycle = &state.lifecycle;
+    if lifecycle.is_ready() {
+        return Json(json!({ "status": "ready" })).into_response();
+    }
+    let why = match lifecycle.phase() {
+        Phase::Starting => "starting",
+        Phase::Ready => "disabled",
+        Phase::Draining => "draining",
+        Phase::Stopping => "stopping",
+    };
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response()
+}
+
+/// Puts the instance back into rotation.
+#[handler]
+fn enable(state: Data<&Arc<AppState>>) -> Json<serde_json::Value> {
+    state.lifecycle.set_disabled(false);
+    tracing::info!("readiness enabled by an operator");
+    Json(json!({ "disabled": false }))
+}
+
+/// Takes the instance out of rotation without stopping it.
+#[handler]
+fn disable(state: Data<&Arc<AppState>>) -> Json<serde_json::Value> {
+    state.lifecycle.set_disabled(true);
+    tracing::info!("readiness disabled by an operator");
+    Json(json!({ "disabled": true }))
+}
+
+#[handler]
+fn metrics(state: Data<&Arc<AppState>>) -> Response {
+    Response::builder()
+        .content_type(OPENMETRICS)
+        .body(state.metrics.render())
+}
+
+#[handler]
+fn version() -> Json<serde_json::Value> {
+    Json(json!({ "version": VERSION, "revision": REVISION }))
+}

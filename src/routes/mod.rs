@@ -1,0 +1,122 @@
+//! The URL maps of both listeners, on one screen.
+//!
+//! API port:
+//! - `GET /` — [`info`]
+//! - `POST /api/v1/echo` — [`echo`]
+//! - `GET /api/v1/delay/{ms}`, `GET /api/v1/status/{code}`, `GET /api/v1/headers` — [`testing`]
+//! - `GET /api/v1/stream` — [`stream`]
+//! - `GET /openapi.json`, `GET /docs` — generated from the handlers above
+//!
+//! Admin port: `/healthz`, `/readyz`, `/readyz/enable`, `/readyz/disable`, `/metrics`,
+//! `/version` — [`admin`]
+
+pub mod admin;
+pub mod echo;
+pub mod info;
+pub mod stream;
+pub mod testing;
+
+use std::{collections::HashMap, sync::Arc};
+
+use poem::{Endpoint, EndpointExt, Response, Route, endpoint::BoxEndpoint};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::{middleware, state::AppState, state::VERSION};
+
+/// Groups of operations in the OpenAPI document.
+#[derive(Tags)]
+pub enum Tag {
+    /// Service information.
+    Info,
+    /// The validated echo resource.
+    Echo,
+    /// Endpoints for testing clients, meshes and alerts.
+    Testing,
+    /// Server-sent events.
+    Stream,
+}
+
+/// The OpenAPI service: every API operation, and the document generated from their types.
+pub fn openapi() -> OpenApiService<
+    (
+        info::InfoApi,
+        echo::EchoApi,
+        testing::TestingApi,
+        stream::StreamApi,
+    ),
+    (),
+> {
+    OpenApiService::new(
+        (
+            info::InfoApi,
+            echo::EchoApi,
+            testing::TestingApi,
+            stream::StreamApi,
+        ),
+        "poem-api",
+        VERSION,
+    )
+    .description("A reference HTTP API service: typed JSON, probes, metrics, graceful draining.")
+}
+
+/// Operation id → OpenAPI path template (`delay` → `/api/v1/delay/{ms}`). poem's own route
+/// pattern names the parameters of OpenAPI operations `:param0`, which tells a reader nothing.
+pub fn route_templates() -> HashMap<&'static str, Arc<str>> {
+    let spec: serde_json::Value =
+        serde_json::from_str(&openapi().spec()).expect("the generated spec is JSON");
+    let mut templates = HashMap::new();
+    for (path, operations) in spec["paths"].as_object().into_iter().flatten() {
+        for operation in operations.as_object().into_iter().flat_map(|o| o.values()) {
+            if let Some(id) = operation["operationId"].as_str() {
+                // Operation ids are literals in this crate's source; leaking the few of them
+                // once lets the table hand out the `&'static str` that poem-openapi uses.
+                templates.insert(&*String::leak(id.to_owned()), Arc::from(path.as_str()));
+            }
+        }
+    }
+    templates
+}
+
+/// The public API with all its layers (see [`middleware`]).
+pub fn api(state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
+    let service = openapi();
+    let faults = state.clone();
+    let routes = Route::new()
+        .at("/openapi.json", service.spec_endpoint())
+        .nest("/docs", service.swagger_ui())
+        // Fault injection applies to the API operations only, not to the document.
+        .nest(
+            "/",
+            service.around(move |ep, req| middleware::inject_faults(ep, req, faults.clone())),
+        );
+    with_api_layers(routes, state)
+}
+
+/// Wraps API routes in the API's layers, innermost first. Public so tests can put routes of
+/// their own (a panicking handler) behind exactly the same layers.
+pub fn with_api_layers(
+    routes: impl Endpoint + 'static,
+    state: Arc<AppState>,
+) -> BoxEndpoint<'static, Response> {
+    let (timeout, body_limit) = (state.config.request_timeout, state.config.body_limit);
+    let (shed, panics, observe) = (state.clone(), state.clone(), state.clone());
+    routes
+        .around(move |ep, req| middleware::limit_body(ep, req, body_limit))
+        .around(move |ep, req| middleware::limit_time(ep, req, timeout))
+        .around(move |ep, req| middleware::shed_load(ep, req, shed.clone()))
+        .around(move |ep, req| middleware::catch_panic(ep, req, panics.clone()))
+        .data(state)
+        .around(move |ep, req| middleware::observe(ep, req, observe.clone(), "api"))
+        .map_to_response()
+        .boxed()
+}
+
+/// The admin listener's endpoint.
+pub fn admin(state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
+    let observe = state.clone();
+    admin::routes()
+        .data(state)
+        .around(move |ep, req| middleware::observe(ep, req, observe.clone(), "admin"))
+        .map_to_response()
+        .boxed()
+}
