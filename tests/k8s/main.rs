@@ -1,0 +1,278 @@
+//! The manifests checked against the server they deploy. Every kustomize tree is rendered with
+//! `kubectl kustomize`, and its Deployment is read back and compared with the server's own
+//! configuration parser and with the endpoints the real binary serves.
+//!
+//! Needs kubectl: `cargo test --test k8s -- --ignored`.
+
+mod support;
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use support::{TREES, effective_config, find, resolve_port, seconds, server_container};
+
+/// Time the grace period must leave beyond drain delay + shutdown timeout: the signal's delivery,
+/// ending open streams, flushing logs and the process's exit. Below this a slow node turns a
+/// graceful stop into a SIGKILL.
+const MIN_SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+
+fn deployment(objects: &[Value]) -> &Value {
+    find(objects, "Deployment", "poem-api")
+}
+
+/// The kubelet sends SIGTERM, waits `terminationGracePeriodSeconds`, then SIGKILLs. The server
+/// needs drain delay + shutdown timeout of that, so the sum must fit with a margin.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_grace_period_covers_drain_delay_plus_shutdown_timeout_with_a_margin() {
+    for tree in TREES {
+        // Arrange
+        let objects = support::render(tree);
+        let deployment = deployment(&objects);
+        let config = effective_config(server_container(deployment));
+
+        // Act
+        let grace = seconds(
+            &deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+            30,
+        );
+        let needed = config.drain_delay + config.shutdown_timeout + MIN_SHUTDOWN_MARGIN;
+
+        // Assert
+        assert!(
+            grace >= needed,
+            "{tree}: terminationGracePeriodSeconds is {grace:?}, but drain delay {:?} + shutdown timeout {:?} \
+             + margin {MIN_SHUTDOWN_MARGIN:?} = {needed:?}",
+            config.drain_delay,
+            config.shutdown_timeout,
+        );
+        assert!(
+            !config.drain_delay.is_zero(),
+            "{tree}: without a drain delay, requests routed during endpoint removal fail"
+        );
+    }
+}
+
+/// A request admitted just before the listener closes may run for the whole request timeout; the
+/// shutdown timeout must let it finish rather than cut it off.
+#[test]
+#[ignore = "needs kubectl"]
+fn every_in_flight_request_can_finish_within_the_shutdown_timeout() {
+    for tree in TREES {
+        let objects = support::render(tree);
+        let config = effective_config(server_container(deployment(&objects)));
+
+        assert!(
+            config.shutdown_timeout >= config.request_timeout,
+            "{tree}: shutdown timeout {:?} is shorter than the request timeout {:?}",
+            config.shutdown_timeout,
+            config.request_timeout,
+        );
+    }
+}
+
+/// A misspelt variable is silently ignored by the server; here it fails the build instead.
+#[test]
+#[ignore = "needs kubectl"]
+fn every_poem_api_variable_in_the_deployment_is_a_server_setting_with_a_valid_value() {
+    for tree in TREES {
+        let objects = support::render(tree);
+        // effective_config panics naming the variable the server does not read or rejects.
+        let config = effective_config(server_container(deployment(&objects)));
+        assert_eq!(
+            config.host.to_string(),
+            "0.0.0.0",
+            "{tree}: the server must listen on the pod's interfaces"
+        );
+    }
+}
+
+/// Probes hit the admin listener, on a path the server answers with 200 when healthy; checked
+/// against the real binary started with the Deployment's environment.
+#[test]
+#[ignore = "needs kubectl"]
+fn every_probe_targets_the_admin_port_on_a_path_the_server_answers() {
+    for tree in TREES {
+        // Arrange
+        let objects = support::render(tree);
+        let container = server_container(deployment(&objects));
+        let config = effective_config(container);
+        let server = Server::start(container);
+
+        for kind in ["startupProbe", "readinessProbe", "livenessProbe"] {
+            let probe = &container[kind]["httpGet"];
+            assert!(
+                probe.is_object(),
+                "{tree}: the container has no {kind} with httpGet"
+            );
+            assert!(
+                probe["scheme"].is_null() || probe["scheme"] == "HTTP",
+                "{tree}: the admin listener speaks plain HTTP, {kind} uses {}",
+                probe["scheme"]
+            );
+
+            // Act
+            let port = resolve_port(container, &probe["port"]);
+            let path = probe["path"].as_str().unwrap_or("/");
+
+            // Assert
+            assert_eq!(
+                port, config.admin_port,
+                "{tree}: {kind} targets port {port}, the admin listener is {}",
+                config.admin_port
+            );
+            let answer = support::wait_for_status(
+                server.admin,
+                path,
+                200,
+                Duration::from_millis(50),
+                Duration::from_secs(10),
+            );
+            if let Err(e) = answer {
+                panic!(
+                    "{tree}: {kind} path {path} is not answered with 200 on the admin listener: {e}"
+                );
+            }
+        }
+    }
+}
+
+/// The Service routes to the API listener and never exposes the admin listener.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_service_exposes_the_api_port_and_not_the_admin_port() {
+    for tree in TREES {
+        let objects = support::render(tree);
+        let container = server_container(deployment(&objects));
+        let config = effective_config(container);
+        let service = find(&objects, "Service", "poem-api");
+
+        let targets: Vec<u16> = service["spec"]["ports"]
+            .as_array()
+            .expect("the Service has ports")
+            .iter()
+            .map(|p| resolve_port(container, &p["targetPort"]))
+            .collect();
+
+        assert_eq!(
+            targets,
+            [config.port],
+            "{tree}: the Service must target only the API port {}",
+            config.port
+        );
+        let declared: Vec<u16> = container["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .map(|p| resolve_port(container, &p["containerPort"]))
+            .collect();
+        assert!(
+            declared.contains(&config.port) && declared.contains(&config.admin_port),
+            "{tree}: container ports {declared:?}"
+        );
+    }
+}
+
+/// With service links on, a Service named poem-api injects `POEM_API_PORT=tcp://…` into every pod
+/// of the namespace, which the server would read as its port setting.
+#[test]
+#[ignore = "needs kubectl"]
+fn no_service_link_variable_can_shadow_a_server_setting() {
+    for tree in TREES {
+        let objects = support::render(tree);
+        let pod = &deployment(&objects)["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["enableServiceLinks"], false,
+            "{tree}: enableServiceLinks must be false"
+        );
+    }
+}
+
+/// The pod runs as the user the image is built for (container/contract.json), so files and
+/// `runAsNonRoot` agree between the image and the manifests.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_pod_runs_as_the_user_of_the_container_contract() {
+    let contract: Value = serde_json::from_str(
+        &std::fs::read_to_string(support::repo_root().join("container/contract.json")).unwrap(),
+    )
+    .unwrap();
+    let (uid, gid) = contract["user"]
+        .as_str()
+        .and_then(|u| u.split_once(':'))
+        .expect("user is uid:gid");
+    for tree in TREES {
+        let objects = support::render(tree);
+        let pod = &deployment(&objects)["spec"]["template"]["spec"];
+        let context = &server_container(deployment(&objects))["securityContext"];
+        for scope in [&pod["securityContext"], context] {
+            assert_eq!(scope["runAsUser"].to_string(), uid, "{tree}: runAsUser");
+            assert_eq!(scope["runAsGroup"].to_string(), gid, "{tree}: runAsGroup");
+            assert_eq!(scope["runAsNonRoot"], true, "{tree}: runAsNonRoot");
+        }
+    }
+}
+
+/// The NetworkPolicy names ports the container declares; a renamed port would silently match
+/// nothing and cut all traffic.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_network_policy_refers_to_ports_the_container_declares() {
+    for tree in TREES {
+        let objects = support::render(tree);
+        let container = server_container(deployment(&objects));
+        let config = effective_config(container);
+        let policy = find(&objects, "NetworkPolicy", "poem-api");
+
+        let ports: Vec<u16> = policy["spec"]["ingress"]
+            .as_array()
+            .expect("ingress rules")
+            .iter()
+            .flat_map(|rule| rule["ports"].as_array().cloned().unwrap_or_default())
+            .map(|p| resolve_port(container, &p["port"]))
+            .collect();
+
+        assert_eq!(
+            ports,
+            [config.port, config.admin_port],
+            "{tree}: ingress ports"
+        );
+    }
+}
+
+/// The real binary, started with a container's environment but on loopback and free ports.
+struct Server {
+    child: Child,
+    admin: SocketAddr,
+}
+
+impl Server {
+    fn start(container: &Value) -> Self {
+        let (port, admin_port) = (support::free_port(), support::free_port());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_poem-api"));
+        command.envs(support::env(container));
+        command
+            .env("POEM_API_HOST", "127.0.0.1")
+            .env("POEM_API_PORT", port.to_string())
+            .env("POEM_API_ADMIN_PORT", admin_port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = command.spawn().expect("the server starts");
+        Server {
+            child,
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
