@@ -211,8 +211,9 @@ def workload_table(result, wl, label):
     best = _best_python(result, wl)
     rows = [f"#### {label}", "",
             "| Stack | conns | req/s | × best Python | p50 ms | p90 ms | p99 ms | max ms | "
-            "socket errors | timeouts | non-2xx | server CPU % | wrk CPU % | peak RSS / PSS MB |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "socket errors | timeouts | non-2xx | server CPU % | wrk CPU % | other CPU % | "
+            "peak RSS / PSS MB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in result["stacks"]:
         w = (s["median"] or {}).get("workloads", {}).get(wl)
         if not w:
@@ -224,7 +225,8 @@ def workload_table(result, wl, label):
             f"{_ms(w['latency_p99_us'], 2)} | {_ms(w['latency_max_us'], 1)} | "
             f"{_f((w['errors'] or 0) - (w['errors_timeout'] or 0))} | "
             f"{_f(w['errors_timeout'])} | {_f(w['non2xx'])} | {_f(w['server_cpu_pct'])} | "
-            f"{_f(w['loadgen_cpu_pct'])} | {_f(mb(w['peak_rss_kib']), 1)} / "
+            f"{_f(w['loadgen_cpu_pct'])} | {_f(w.get('other_cpu_pct'))} | "
+            f"{_f(mb(w['peak_rss_kib']), 1)} / "
             f"{_f(mb(w['peak_pss_kib']), 1)} |")
     return "\n".join(rows) + "\n"
 
@@ -275,6 +277,9 @@ def markdown(result):
     for wl, label in WORKLOADS:
         conns = {w["name"]: w for w in result["settings"]["workloads"]}.get(wl)
         parts.append(workload_table(result, wl, conns["label"] if conns else label))
+    parts.insert(len(parts) - 3, "CPU % is of one CPU, over the measured window: \"server\" "
+                 "is the stack's process tree, \"wrk\" the load generator, \"other\" everything "
+                 "else the shared machine ran meanwhile (the noise in these numbers).\n")
     parts += ["## Start, memory and stop", "", lifecycle_table(result),
               "Stop test: a client keeps the listed connections busy with keep-alive requests "
               "to the path shown, the stop signal goes to the stack's main process(es), and the "
