@@ -159,6 +159,20 @@ impl Problem {
     }
 }
 
+/// The problem+json response for any error, with the request's path and id.
+pub fn error_response(err: &poem::Error, instance: &str, request_id: &str) -> Response {
+    let mut problem = Problem::from_error(err);
+    problem.instance = Some(instance.to_owned());
+    problem.request_id = Some(request_id.to_owned());
+    let mut response = problem.into_response();
+    if let Some(ApiError::Overloaded) = err.downcast_ref::<ApiError>() {
+        response
+            .headers_mut()
+            .insert("retry-after", ApiError::RETRY_AFTER_SECONDS.into());
+    }
+    response
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -24,7 +24,7 @@ use poem_openapi::OperationId;
 use rand::Rng;
 
 use crate::{
-    error::{ApiError, Problem},
+    error::{ApiError, error_response},
     metrics::{RequestLabels, method_label, status_class},
     state::AppState,
 };
@@ -59,10 +59,7 @@ pub async fn observe<E: Endpoint>(
             if err.status().is_server_error() {
                 tracing::error!(request_id = %request_id, error = %err, "request failed");
             }
-            let mut problem = Problem::from_error(&err);
-            problem.instance = Some(uri.path().to_owned());
-            problem.request_id = Some(request_id.clone());
-            (problem.into_response(), route)
+            (error_response(&err, uri.path(), &request_id), route)
         }
     };
 

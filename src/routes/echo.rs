@@ -37,10 +37,13 @@ pub struct EchoRequest {
 #[derive(Debug, Clone, PartialEq, Object)]
 pub struct EchoMeta {
     /// Where the request comes from, at most 64 characters.
-    #[oai(validator(max_length = 64))]
+    #[oai(validator(max_length = 64), skip_serializing_if_is_none)]
     pub source: Option<String>,
     /// 0 (lowest) to 9.
-    #[oai(validator(minimum(value = "0"), maximum(value = "9")))]
+    #[oai(
+        validator(minimum(value = "0"), maximum(value = "9")),
+        skip_serializing_if_is_none
+    )]
     pub priority: Option<i64>,
 }
 
@@ -54,6 +57,7 @@ pub struct EchoResponse {
     /// The count, 1 by default.
     pub count: i64,
     /// The details, if any were sent.
+    #[oai(skip_serializing_if_is_none)]
     pub meta: Option<EchoMeta>,
 }
 

@@ -28,6 +28,7 @@ use poem::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
+    sync::Notify,
     time::{Instant, sleep_until},
 };
 use tokio_util::sync::CancellationToken;
@@ -48,29 +49,42 @@ enum Phase {
     Busy { requests: usize },
 }
 
-/// The phase, shared by the socket wrapper, the service and the watchdog.
+/// The phase, shared by the socket wrapper, the service and the watchdog, which is woken
+/// whenever the phase changes and so its deadline may have moved.
 #[derive(Debug, Clone)]
-struct Tracker(Arc<Mutex<Phase>>);
+struct Tracker(Arc<(Mutex<Phase>, Notify)>);
 
 impl Tracker {
     fn new() -> Self {
-        Self(Arc::new(Mutex::new(Phase::Idle {
+        let idle = Phase::Idle {
             since: Instant::now(),
-        })))
+        };
+        Self(Arc::new((Mutex::new(idle), Notify::new())))
+    }
+
+    fn phase(&self) -> Phase {
+        *self.0.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn update(&self, f: impl FnOnce(Phase) -> Phase) {
-        let mut phase = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *phase = f(*phase);
+        {
+            let mut phase = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+            *phase = f(*phase);
+        }
+        self.0.1.notify_one();
+    }
+
+    async fn changed(&self) {
+        self.0.1.notified().await;
     }
 
     fn bytes_received(&self) {
-        self.update(|p| match p {
-            Phase::Idle { .. } => Phase::ReadingHead {
+        // Called on every read: only the first bytes of a request change the phase.
+        if matches!(self.phase(), Phase::Idle { .. }) {
+            self.update(|_| Phase::ReadingHead {
                 since: Instant::now(),
-            },
-            other => other,
-        });
+            });
+        }
     }
 
     fn request_started(&self) {
@@ -95,7 +109,7 @@ impl Tracker {
 
     /// When the current phase runs out, and what that means.
     fn deadline(&self, timeouts: Timeouts) -> Option<(Instant, Expiry)> {
-        match *self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+        match *self.0.0.lock().unwrap_or_else(|e| e.into_inner()) {
             Phase::Idle { since } => Some((since + timeouts.keep_alive, Expiry::Idle)),
             Phase::ReadingHead { since } => Some((since + timeouts.header_read, Expiry::SlowHead)),
             Phase::Busy { .. } => None,
@@ -157,6 +171,7 @@ pub async fn serve(
                 }
                 return;
             }
+            _ = tracker.changed() => {} // Recompute the deadline.
             _ = stopping.cancelled(), if !closing => {
                 // Closes at once if idle, otherwise after the response in progress.
                 conn.as_mut().graceful_shutdown();

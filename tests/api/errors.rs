@@ -1,0 +1,144 @@
+use std::{sync::Arc, time::Duration};
+
+use poem::{Route, get, handler, http::StatusCode, test::TestClient};
+use poem_api::routes;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::helpers;
+
+async fn problem(response: poem::test::TestResponse) -> Value {
+    response.assert_content_type("application/problem+json");
+    serde_json::from_str(&response.0.into_body().into_string().await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn an_unknown_path_is_a_404_problem() {
+    let state = helpers::state(&[]);
+
+    let response = helpers::api(&state).get("/no/such/thing").send().await;
+
+    response.assert_status(StatusCode::NOT_FOUND);
+    let problem = problem(response).await;
+    assert_eq!(problem["status"], 404);
+    assert_eq!(problem["instance"], "/no/such/thing");
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_405_problem() {
+    let state = helpers::state(&[]);
+
+    let response = helpers::api(&state).delete("/api/v1/echo").send().await;
+
+    response.assert_status(StatusCode::METHOD_NOT_ALLOWED);
+    problem(response).await;
+}
+
+#[handler]
+fn panics() -> &'static str {
+    panic!("secret internal detail")
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_a_500_problem_without_details_and_is_counted() {
+    let state = helpers::state(&[]);
+    let app = routes::with_api_layers(Route::new().at("/boom", get(panics)), state.clone());
+    let client = TestClient::new(app);
+
+    let response = client.get("/boom").send().await;
+    let after = client.get("/boom").send().await;
+
+    response.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
+    let problem = problem(response).await;
+    assert!(
+        !problem.to_string().contains("secret"),
+        "internals leak: {problem}"
+    );
+    after.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        state.metrics.render().contains("poem_api_panics_total 2"),
+        "{}",
+        state.metrics.render()
+    );
+}
+
+#[tokio::test]
+async fn a_request_over_the_request_timeout_is_a_503_problem() {
+    #[handler]
+    async fn slow() -> &'static str {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        "too late"
+    }
+    let state = helpers::state(&["--request-timeout", "50ms", "--max-delay", "10ms"]);
+    let client = TestClient::new(routes::with_api_layers(
+        Route::new().at("/slow", get(slow)),
+        state,
+    ));
+
+    let response = client.get("/slow").send().await;
+
+    response.assert_status(StatusCode::SERVICE_UNAVAILABLE);
+    let problem = problem(response).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("timeout"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn requests_over_the_in_flight_limit_are_shed_with_503_and_retry_after() {
+    // Arrange: one request held inside its handler until released.
+    let entered = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let (e, r) = (entered.clone(), release.clone());
+    let held = poem::endpoint::make(move |_| {
+        let (e, r) = (e.clone(), r.clone());
+        async move {
+            e.notify_one();
+            r.notified().await;
+            "done"
+        }
+    });
+    let state = helpers::state(&["--max-in-flight", "1"]);
+    let client = Arc::new(TestClient::new(routes::with_api_layers(
+        Route::new().at("/held", held),
+        state.clone(),
+    )));
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.get("/held").send().await.0.status() }
+    });
+    entered.notified().await;
+
+    // Act
+    let shed = client.get("/held").send().await;
+    release.notify_one();
+
+    // Assert
+    shed.assert_status(StatusCode::SERVICE_UNAVAILABLE);
+    shed.assert_header("retry-after", "1");
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    assert!(
+        state
+            .metrics
+            .render()
+            .contains("http_requests_shed_total 1")
+    );
+}
+
+#[tokio::test]
+async fn an_error_rate_of_one_fails_every_api_operation_but_not_the_document() {
+    let state = helpers::state(&["--fault-error-rate", "1"]);
+    let client = helpers::api(&state);
+
+    let info = client.get("/").send().await;
+    let spec = client.get("/openapi.json").send().await;
+
+    info.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
+    let problem = problem(info).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("injected"),
+        "{problem}"
+    );
+    spec.assert_status_is_ok();
+}

@@ -1,0 +1,64 @@
+use std::path::Path;
+
+use crate::helpers;
+
+/// The checked-in document: API changes show up in review. `UPDATE_SNAPSHOTS=1 cargo test`
+/// rewrites it.
+const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+
+async fn document() -> String {
+    let state = helpers::state(&[]);
+    let response = helpers::api(&state).get("/openapi.json").send().await;
+    response.assert_status_is_ok();
+    response.0.into_body().into_string().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_valid_openapi_3() {
+    let text = document().await;
+
+    let spec: openapiv3::OpenAPI = serde_json::from_str(&text).expect("an OpenAPI 3 document");
+
+    assert!(spec.openapi.starts_with("3."));
+    for path in [
+        "/",
+        "/api/v1/echo",
+        "/api/v1/delay/{ms}",
+        "/api/v1/status/{code}",
+        "/api/v1/headers",
+        "/api/v1/stream",
+    ] {
+        assert!(
+            spec.paths.paths.contains_key(path),
+            "{path} is not documented"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_checked_in_snapshot() {
+    let text = document().await;
+
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(SNAPSHOT, format!("{text}\n")).unwrap();
+    }
+    let snapshot =
+        std::fs::read_to_string(Path::new(SNAPSHOT)).expect("openapi.json is checked in");
+
+    assert_eq!(
+        snapshot.trim_end(),
+        text.trim_end(),
+        "the API changed: review the difference, then run UPDATE_SNAPSHOTS=1 cargo test"
+    );
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_at_docs() {
+    let state = helpers::state(&[]);
+
+    let response = helpers::api(&state).get("/docs").send().await;
+
+    response.assert_status_is_ok();
+    let html = response.0.into_body().into_string().await.unwrap();
+    assert!(html.contains("swagger"), "{html}");
+}
