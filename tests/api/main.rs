@@ -8,4 +8,5 @@ mod helpers;
 mod info;
 mod openapi;
 mod protection;
+mod readme;
 mod testing;
