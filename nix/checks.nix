@@ -1,0 +1,61 @@
+# `nix flake check`: the gates of .ci/run, reusing the dependencies the package built once
+# (crane examples/quick-start). flake.nix adds the image and the deploy script on Linux.
+{
+  lib,
+  stdenv,
+  runCommand,
+  file,
+  writeClosure,
+  craneLib,
+  package,
+  advisory-db,
+}:
+let
+  inherit (package) commonArgs cargoArtifacts;
+  sourceOnly = {
+    inherit (commonArgs) src pname version;
+  };
+in
+{
+  build = package;
+
+  clippy = craneLib.cargoClippy (
+    commonArgs
+    // {
+      inherit cargoArtifacts;
+      cargoClippyExtraArgs = "--all-targets -- --deny warnings";
+    }
+  );
+
+  fmt = craneLib.cargoFmt sourceOnly;
+
+  # Every test except the #[ignore]d ones, which need podman or kubectl (absent from the build
+  # sandbox): nextest, like cargo test, skips ignored tests unless asked; .ci/run runs them.
+  nextest = craneLib.cargoNextest (commonArgs // { inherit cargoArtifacts; });
+
+  # RustSec advisories against Cargo.lock, from the advisory-db flake input.
+  audit = craneLib.cargoAudit (sourceOnly // { inherit advisory-db; });
+}
+// lib.optionalAttrs stdenv.hostPlatform.isLinux {
+  # What the image relies on: the binary is static and refers to no other store path, so the
+  # image's closure is this one path.
+  static =
+    runCommand "${package.name}-static"
+      {
+        nativeBuildInputs = [ file ];
+        closure = writeClosure [ package ];
+      }
+      ''
+        if [ "$(wc -l <"$closure")" != 1 ]; then
+          echo "the closure of ${package} is more than the binary:" >&2
+          cat "$closure" >&2
+          exit 1
+        fi
+        description=$(file --brief --dereference ${lib.getExe package})
+        echo "$description"
+        case $description in
+          *static*) touch $out ;;
+          *) echo "not a static executable" >&2; exit 1 ;;
+        esac
+      '';
+}
