@@ -21,7 +21,7 @@ struct Instance {
 
 impl Instance {
     fn start(env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_poem-api"))
+        let child = Command::new(env!("CARGO_BIN_EXE_poem-api"))
             .env_clear()
             .envs([
                 ("POEM_API_PORT", "0"),
@@ -35,8 +35,15 @@ impl Instance {
             .expect("start the binary");
         // The "ready" log event carries the bound addresses. Later lines keep being drained so
         // the child never blocks on a full pipe.
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        // Owned by the instance from here on, so a failed start still kills the child.
+        let mut instance = Self {
+            child,
+            api: unknown,
+            admin: unknown,
+        };
         let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
+        let stdout = instance.child.stdout.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
@@ -50,11 +57,8 @@ impl Instance {
             let event: Value = serde_json::from_str(&line).unwrap_or_default();
             if event["message"] == "ready" {
                 let addr = |key: &str| event[key].as_str().unwrap().parse().unwrap();
-                return Self {
-                    api: addr("api"),
-                    admin: addr("admin"),
-                    child,
-                };
+                (instance.api, instance.admin) = (addr("api"), addr("admin"));
+                return instance;
             }
         }
     }
