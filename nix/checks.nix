@@ -15,6 +15,8 @@ let
   sourceOnly = {
     inherit (commonArgs) src pname version;
   };
+  # The advisories .ci/audit.sh ignores, each with its reason in deny.toml: one list for both.
+  ignoredAdvisories = map (entry: entry.id or entry) (lib.importTOML ../deny.toml).advisories.ignore;
 in
 {
   build = package;
@@ -33,8 +35,18 @@ in
   # sandbox): nextest, like cargo test, skips ignored tests unless asked; .ci/run runs them.
   nextest = craneLib.cargoNextest (commonArgs // { inherit cargoArtifacts; });
 
-  # RustSec advisories against Cargo.lock, from the advisory-db flake input.
-  audit = craneLib.cargoAudit (sourceOnly // { inherit advisory-db; });
+  # RustSec advisories against Cargo.lock, from the advisory-db flake input (the snapshot
+  # .ci/audit.sh reads from shared/advisory-db).
+  audit = craneLib.cargoAudit (
+    sourceOnly
+    // {
+      inherit advisory-db;
+      # crane's default, then deny.toml's ignores.
+      cargoAuditExtraArgs = lib.concatStringsSep " " (
+        [ "--ignore yanked" ] ++ map (id: "--ignore ${id}") ignoredAdvisories
+      );
+    }
+  );
 }
 // lib.optionalAttrs stdenv.hostPlatform.isLinux {
   # What the image relies on: the binary is static and refers to no other store path, so the
