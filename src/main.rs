@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 // musl's allocator is slow under many threads (the static Nix build uses musl); mimalloc is
 // fast on both libcs. See the benchmark for the measured difference.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
