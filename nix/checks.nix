@@ -11,7 +11,7 @@
   advisory-db,
 }:
 let
-  inherit (package) commonArgs cargoArtifacts;
+  inherit (package) commonArgs cargoArtifacts testSrc;
   sourceOnly = {
     inherit (commonArgs) src pname version;
   };
@@ -33,7 +33,13 @@ in
 
   # Every test except the #[ignore]d ones, which need podman or kubectl (absent from the build
   # sandbox): nextest, like cargo test, skips ignored tests unless asked; .ci/run runs them.
-  nextest = craneLib.cargoNextest (commonArgs // { inherit cargoArtifacts; });
+  nextest = craneLib.cargoNextest (
+    commonArgs
+    // {
+      inherit cargoArtifacts;
+      src = testSrc;
+    }
+  );
 
   # RustSec advisories against Cargo.lock, from the advisory-db flake input (the snapshot
   # .ci/audit.sh reads from shared/advisory-db).

@@ -13,13 +13,19 @@ let
   cargoToml = lib.importTOML ../Cargo.toml;
   crate = craneLib.crateNameFromCargoToml { cargoToml = ../Cargo.toml; };
 
-  # Cargo's sources, plus the OpenAPI snapshot tests/api/openapi.rs reads at run time. The tests
-  # that read container/ and k8s/ need podman or kubectl and are #[ignore]d.
+  cargoSources = craneLib.fileset.commonCargoSources root;
   src = lib.fileset.toSource {
     inherit root;
+    fileset = cargoSources;
+  };
+  # For the tests: plus the files tests/api/openapi.rs and tests/api/readme.rs read at run time.
+  # (The tests that read container/ and k8s/ need podman or kubectl and are #[ignore]d.)
+  testSrc = lib.fileset.toSource {
+    inherit root;
     fileset = lib.fileset.unions [
-      (craneLib.fileset.commonCargoSources root)
-      (lib.fileset.maybeMissing ../openapi.json)
+      cargoSources
+      ../openapi.json
+      ../README.md
     ];
   };
 
@@ -59,7 +65,7 @@ craneLib.buildPackage (
     POEM_API_REVISION = revision;
     # The tests run once, in checks.nextest.
     doCheck = false;
-    passthru = { inherit commonArgs cargoArtifacts; };
+    passthru = { inherit commonArgs cargoArtifacts testSrc; };
     meta = {
       inherit (cargoToml.package) description;
       # The binary target is named after the package.
