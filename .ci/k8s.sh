@@ -24,7 +24,7 @@ command -v kubectl >/dev/null || { echo "kubectl (with kustomize) is required" >
 
 step "tools: .venv with kubernetes-validate ${KUBERNETES_VALIDATE_VERSION}, checkov ${CHECKOV_VERSION}"
 [ -x .venv/bin/python ] || python3 -m venv .venv
-installed() { .venv/bin/python -m pip show "$1" 2>/dev/null | grep -qx "Version: $2"; }
+installed() { [[ "$(.venv/bin/python -m pip show "$1" 2>/dev/null)" == *$'\n'"Version: $2"$'\n'* ]]; }
 if ! installed kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" || ! installed checkov "$CHECKOV_VERSION"; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check \
     "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" "checkov==${CHECKOV_VERSION}"
