@@ -60,8 +60,8 @@ craneLib.buildPackage (
   commonArgs
   // {
     inherit cargoArtifacts;
-    # Compiled in by src/state.rs (option_env!). Only this crate sees it, so the dependencies
-    # build once for every revision.
+    # Compiled in by src/state.rs (option_env!). Only this crate sees it: the dependency build
+    # stays the same from one revision to the next.
     POEM_API_REVISION = revision;
     # The tests run once, in checks.nextest.
     doCheck = false;
