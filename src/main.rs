@@ -13,9 +13,9 @@ use poem_api::{
 };
 use tokio::net::TcpListener;
 
-// musl's allocator is slow under many threads (the static Nix build uses musl); mimalloc is
-// fast on both libcs. See the benchmark for the measured difference.
-#[cfg(feature = "mimalloc")]
+// musl's malloc takes one lock for every thread, and the static Nix build links musl: there,
+// mimalloc replaces it. On glibc the system allocator stays; see the README's "Allocator".
+#[cfg(any(feature = "mimalloc", target_env = "musl"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
