@@ -154,6 +154,21 @@ def header(result):
         f"{lg['non2xx']}.",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v),
     ]
+    other = sorted(w["other_cpu_pct"] for st in result["stacks"] for r in st["rounds"]
+                   for w in r.get("workloads", {}).values() if w.get("other_cpu_pct") is not None)
+    if other:
+        lines.append(
+            f"- Noise: the rest of the machine used {other[len(other) // 2]:.0f}% of one CPU "
+            f"(median over all measurements; min {other[0]:.0f}%, max {other[-1]:.0f}%) while "
+            "the measurements ran. Each stack started only after the machine had been below "
+            f"{s.get('quiet_below_pct', 0):g}% for 2 s, or after waiting "
+            f"{s.get('quiet_wait_s', 0):g} s." if s.get("quiet_below_pct") else
+            f"- Noise: the rest of the machine used {other[len(other) // 2]:.0f}% of one CPU "
+            f"(median over all measurements; min {other[0]:.0f}%, max {other[-1]:.0f}%).")
+    if result.get("poem_api_binary"):
+        b = result["poem_api_binary"]
+        lines.append(f"- poem-api binary: `{b['path']}` (sha256 {str(b['sha256'])[:16]}…), "
+                     f"repository at {result.get('repo_revision')}.")
     return "\n".join(lines)
 
 
