@@ -234,13 +234,16 @@ def workload_table(result, wl, label):
         if not w:
             continue
         ratio = f"{w['rps'] / best[1]:.2f}" if best and best[1] else "–"
+        wrk_bound = ((w.get("loadgen_cpu_pct") or 0) >= 90
+                     and (w.get("server_cpu_pct") or 0) < 90)
         rows.append(
             f"| {s['label']} | {_f(w['connections'])} | {_f(w['rps'])} | {ratio} | "
             f"{_ms(w['latency_p50_us'], 2)} | {_ms(w['latency_p90_us'], 2)} | "
             f"{_ms(w['latency_p99_us'], 2)} | {_ms(w['latency_max_us'], 1)} | "
             f"{_f((w['errors'] or 0) - (w['errors_timeout'] or 0))} | "
             f"{_f(w['errors_timeout'])} | {_f(w['non2xx'])} | {_f(w['server_cpu_pct'])} | "
-            f"{_f(w['loadgen_cpu_pct'])} | {_f(w.get('other_cpu_pct'))} | "
+            f"{_f(w['loadgen_cpu_pct'])}{' (wrk-bound)' if wrk_bound else ''} | "
+            f"{_f(w.get('other_cpu_pct'))} | "
             f"{_f(mb(w['peak_rss_kib']), 1)} / "
             f"{_f(mb(w['peak_pss_kib']), 1)} |")
     return "\n".join(rows) + "\n"
