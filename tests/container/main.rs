@@ -488,21 +488,23 @@ impl Pod {
             .unwrap_or_default()
     }
 
-    /// Stops the pod as Kubernetes does — SIGTERM, then SIGKILL only after the grace period —
-    /// and returns the container's exit code. `podman kube down` follows (see `down`).
+    /// Stops the server as the kubelet does — SIGTERM, then SIGKILL only after the grace period,
+    /// with the pod's network kept until the container has exited — and returns its exit code.
+    /// `podman kube down` follows (see `down`) and removes what is left.
     ///
-    /// `podman kube down` alone is not used for the stop: podman 4.3 (Debian 12) stops the pod
-    /// with a zero timeout, which sends SIGKILL at once, no SIGTERM (podman issues #19135,
-    /// #21767 and #22397, fixed by PR #22398 in later releases). The workaround the podman issue
-    /// gives is to stop the pod first; `--time` is what newer podman derives from
-    /// terminationGracePeriodSeconds.
+    /// Two podman 4.3 (Debian 12) behaviours rule out stopping through the pod:
+    /// - `podman kube down` stops the pod with a zero timeout: SIGKILL at once, no SIGTERM
+    ///   (podman issues #19135, #21767, #22397; fixed by PR #22398 in later releases);
+    /// - `podman pod stop` stops the infra container in parallel with the others, and with it go
+    ///   the published ports: a response written during the drain never reaches the client.
+    ///
+    /// So the server's container is stopped on its own first; `--time` is what newer podman
+    /// derives from terminationGracePeriodSeconds.
     fn take_down(&self, grace: Duration) -> thread::JoinHandle<String> {
-        let (pod, container) = (self.pod.clone(), self.container.clone());
+        let container = self.container.clone();
         thread::spawn(move || {
-            run(
-                podman().args(["pod", "stop", "--time", &grace.as_secs().to_string(), &pod]),
-                None,
-            );
+            let grace = grace.as_secs().to_string();
+            run(podman().args(["stop", "--time", &grace, &container]), None);
             run(
                 podman().args(["inspect", "--format", "{{.State.ExitCode}}", &container]),
                 None,
