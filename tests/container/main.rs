@@ -4,7 +4,7 @@
 //! gracefully: a request in flight when the pod is taken down completes with 200, and the
 //! process exits 0.
 //!
-//! Needs podman, runc and kubectl; `.ci/container.sh` installs them, builds the static binary
+//! Needs podman, runc and kubectl; `.ci/container.sh` installs podman and runc, builds the static binary
 //! and runs `cargo test --test container -- --ignored`.
 
 #[path = "../k8s/support.rs"]
