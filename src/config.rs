@@ -59,6 +59,10 @@ pub struct Config {
     #[arg(long, env = "POEM_API_BODY_LIMIT", default_value = "64KiB", value_parser = byte_size)]
     pub body_limit: usize,
 
+    /// Largest accepted request head (request line and headers); larger ones get 431.
+    #[arg(long, env = "POEM_API_HEADER_LIMIT", default_value = "32KiB", value_parser = byte_size)]
+    pub header_limit: usize,
+
     /// Open connections per listener; beyond it the server stops accepting until one closes.
     #[arg(long, env = "POEM_API_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,

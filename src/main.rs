@@ -7,7 +7,7 @@ use poem_api::{
     config::Config,
     lifecycle::StopSignals,
     routes,
-    server::{self, Limits, Timeouts},
+    server::{self, Limits},
     state::{AppState, REVISION, VERSION},
     telemetry,
 };
@@ -63,13 +63,7 @@ async fn run(config: Config) -> ExitCode {
 
     let state = AppState::new(config);
     let config = &state.config;
-    let limits = Limits {
-        timeouts: Timeouts {
-            header_read: config.header_read_timeout,
-            keep_alive: config.keep_alive_timeout,
-        },
-        max_connections: config.max_connections,
-    };
+    let limits = Limits::from_config(config);
     let lifecycle = &state.lifecycle;
     let api = tokio::spawn(server::serve(
         api_listener,

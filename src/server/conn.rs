@@ -129,6 +129,7 @@ pub async fn serve(
     stream: TcpStream,
     endpoint: Arc<BoxEndpoint<'static, Response>>,
     timeouts: Timeouts,
+    header_limit: usize,
     stopping: CancellationToken,
 ) {
     let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
@@ -159,6 +160,8 @@ pub async fn serve(
     let conn = hyper::server::conn::http1::Builder::new()
         // Disabled: this module owns both timeouts (see the module docs).
         .header_read_timeout(None)
+        // Above it, hyper answers 431 and closes; without it, heads up to ~400 KB are read.
+        .max_header_size(header_limit)
         .serve_connection(io, service);
     let mut conn = pin!(conn);
     let mut closing = false;

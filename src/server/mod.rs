@@ -13,13 +13,31 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use conn::Timeouts;
 
+use crate::config::Config;
+
 /// How one listener treats its connections.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Connection timeouts.
     pub timeouts: Timeouts,
+    /// Largest request head in bytes.
+    pub header_limit: usize,
     /// Open connections at once; the accept loop waits for a free slot beyond it.
     pub max_connections: u32,
+}
+
+impl Limits {
+    /// The limits the configuration sets.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            timeouts: Timeouts {
+                header_read: config.header_read_timeout,
+                keep_alive: config.keep_alive_timeout,
+            },
+            header_limit: config.header_limit,
+            max_connections: config.max_connections,
+        }
+    }
 }
 
 /// Serves `endpoint` on `listener` until `stopping` is cancelled, then stops accepting, lets
@@ -72,7 +90,14 @@ pub async fn serve(
         let open_connections = open_connections.clone();
         open_connections.inc();
         connections.spawn(async move {
-            conn::serve(stream, endpoint, limits.timeouts, stopping).await;
+            conn::serve(
+                stream,
+                endpoint,
+                limits.timeouts,
+                limits.header_limit,
+                stopping,
+            )
+            .await;
             open_connections.dec();
             drop(slot);
         });

@@ -10,7 +10,7 @@ use poem::{Endpoint, test::TestClient};
 use poem_api::{
     config::Config,
     routes,
-    server::{self, Limits, Timeouts},
+    server::{self, Limits},
     state::AppState,
 };
 use tokio::net::TcpListener;
@@ -71,13 +71,7 @@ pub async fn spawn(
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a port");
     let addr = listener.local_addr().unwrap();
     let config = &state.config;
-    let limits = Limits {
-        timeouts: Timeouts {
-            header_read: config.header_read_timeout,
-            keep_alive: config.keep_alive_timeout,
-        },
-        max_connections: config.max_connections,
-    };
+    let limits = Limits::from_config(config);
     let stopping = state.lifecycle.stopping_token();
     tokio::spawn(server::serve(
         listener,

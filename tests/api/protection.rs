@@ -141,3 +141,23 @@ async fn connections_over_the_limit_wait_for_a_free_slot_instead_of_failing() {
     assert!(!answered_early, "a connection over the limit was served");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
+
+#[tokio::test]
+async fn a_request_head_over_the_header_limit_gets_431_and_the_server_stays_healthy() {
+    let server = helpers::spawn_api(&["--header-limit", "8KiB"]).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(16 * 1024)
+    );
+    let _ = stream.write_all(head.as_bytes()).await; // the server may close before it is all sent
+    let mut response = Vec::new();
+    let _ = timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    let mut normal = TcpStream::connect(server.addr).await.unwrap();
+    normal.write_all(GET).await.unwrap();
+
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+    assert!(read_response(&mut normal).await.starts_with("HTTP/1.1 200"));
+}
