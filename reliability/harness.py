@@ -62,9 +62,6 @@ class Response:
     body: bytes
     elapsed: float = 0.0
 
-    def json(self):
-        return json.loads(self.body)
-
 
 def request(port: int, method: str, path: str, body: bytes | None = None,
             headers: dict[str, str] | None = None, timeout: float = 10.0) -> Response:
@@ -290,7 +287,6 @@ class Background:
     def __init__(self, fn, *args, **kw):
         self.result = None
         self.error: BaseException | None = None
-        self.finished_at: float | None = None
         self._t = threading.Thread(target=self._run, args=(fn, args, kw), daemon=True)
         self._t.start()
 
@@ -299,8 +295,6 @@ class Background:
             self.result = fn(*args, **kw)
         except BaseException as e:  # noqa: BLE001 - reported by the caller
             self.error = e
-        finally:
-            self.finished_at = time.monotonic()
 
     def join(self, timeout: float) -> bool:
         self._t.join(timeout)
