@@ -20,7 +20,7 @@ from harness import RUN_DIR, Row, binary
 
 PROFILES = {
     #        zero-loss runs, rolling runs, fuzz examples/op, fuzz time limit s, fault requests
-    "ci":   dict(repeat=1, rolling=1, examples=200, fuzz_time=300, fault_n=2000),
+    "ci":   dict(repeat=1, rolling=1, examples=300, fuzz_time=300, fault_n=2000),
     "long": dict(repeat=10, rolling=3, examples=1000, fuzz_time=1800, fault_n=10000),
 }
 CHECKS = ["zero-loss", "rolling", "abuse", "fuzz", "faults"]
