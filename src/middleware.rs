@@ -20,12 +20,12 @@ use poem::{
     error::ResponseError,
     http::{HeaderValue, StatusCode, header},
 };
-use poem_openapi::OperationId;
 use rand::Rng;
 
 use crate::{
     error::{ApiError, error_response},
     metrics::{RequestLabels, method_label, status_class},
+    routes::table::RouteEntry,
     state::AppState,
 };
 
@@ -39,7 +39,7 @@ const UNMATCHED: &str = "unmatched";
 /// admin requests (probes, scrapes) are logged at debug level only.
 pub async fn observe<E: Endpoint>(
     ep: Arc<E>,
-    req: Request,
+    mut req: Request,
     state: Arc<AppState>,
     listener: &'static str,
 ) -> Result<Response> {
@@ -47,20 +47,38 @@ pub async fn observe<E: Endpoint>(
     let request_id = request_id(&req);
     let method = req.method().clone();
     let uri = req.uri().clone();
+    // Resolved before any layer runs, so every outcome is labelled with the route.
+    let operation = (listener == "api")
+        .then(|| state.routes.resolve(uri.path()).cloned())
+        .flatten();
+    if let Some(operation) = &operation {
+        req.set_data(Operation(operation.clone()));
+    }
 
-    let (mut response, route) = match ep.call(req).await {
+    let (mut response, pattern) = match ep.call(req).await {
         Ok(output) => {
             let response = output.into_response();
-            let route = route_label(&state, response.data(), response.data());
-            (response, route)
+            let pattern = response.data::<PathPattern>().cloned();
+            (response, pattern)
         }
         Err(err) => {
-            let route = route_label(&state, err.data(), err.data());
             if err.status().is_server_error() {
                 tracing::error!(request_id = %request_id, error = %err, "request failed");
             }
-            (error_response(&err, uri.path(), &request_id), route)
+            let pattern = err.data::<PathPattern>().cloned();
+            let mut response = error_response(&err, uri.path(), &request_id);
+            if let (StatusCode::METHOD_NOT_ALLOWED, Some(operation)) = (err.status(), &operation) {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, operation.allow().clone());
+            }
+            (response, pattern)
         }
+    };
+    let route = match (&operation, pattern) {
+        (Some(operation), _) => operation.template.clone(),
+        (None, Some(pattern)) if !pattern.0.is_empty() => pattern.0,
+        (None, _) => UNMATCHED.into(),
     };
 
     let headers = response.headers_mut();
@@ -95,21 +113,9 @@ pub async fn observe<E: Endpoint>(
     Ok(response)
 }
 
-/// The route template: the OpenAPI path of an API operation, poem's pattern for other routes,
-/// `unmatched` when no route matched (a 404).
-fn route_label(
-    state: &AppState,
-    operation: Option<&OperationId>,
-    pattern: Option<&PathPattern>,
-) -> Arc<str> {
-    if let Some(template) = operation.and_then(|op| state.route_templates.get(op.0)) {
-        return template.clone();
-    }
-    match pattern {
-        Some(pattern) if !pattern.0.is_empty() => pattern.0.clone(),
-        _ => UNMATCHED.into(),
-    }
-}
+/// The API operation a request is for, resolved by [`observe`].
+#[derive(Debug, Clone)]
+pub struct Operation(pub Arc<RouteEntry>);
 
 /// The client's request id if it is a reasonable one, else a new UUID.
 fn request_id(req: &Request) -> String {
@@ -208,6 +214,13 @@ pub async fn inject_faults<E: Endpoint>(
     req: Request,
     state: Arc<AppState>,
 ) -> Result<Response> {
+    // Operations only: a 404 or 405 stays what it is.
+    if !req
+        .data::<Operation>()
+        .is_some_and(|op| op.0.serves(req.method()))
+    {
+        return ep.call(req).await.map(IntoResponse::into_response);
+    }
     let config = &state.config;
     let (delay, fail) = {
         let mut rng = rand::rng();

@@ -1,8 +1,8 @@
 //! What every handler and middleware shares: configuration, lifecycle, metrics, identity.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
-use crate::{config::Config, lifecycle::Lifecycle, metrics::Metrics};
+use crate::{config::Config, lifecycle::Lifecycle, metrics::Metrics, routes::table::RouteTable};
 
 /// Version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -25,8 +25,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The machine's (or pod's) name, for `GET /`.
     pub hostname: String,
-    /// OpenAPI path template of each operation id, the route label of its metrics.
-    pub route_templates: HashMap<&'static str, Arc<str>>,
+    /// The API's routes, resolved before the layers run.
+    pub routes: RouteTable,
 }
 
 impl AppState {
@@ -37,7 +37,7 @@ impl AppState {
             lifecycle: Lifecycle::default(),
             metrics: Metrics::new(VERSION, REVISION),
             hostname: hostname(),
-            route_templates: crate::routes::route_templates(),
+            routes: crate::routes::route_table(),
         })
     }
 }

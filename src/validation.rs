@@ -106,7 +106,8 @@ impl Errors {
         }
     }
 
-    /// A string of `min..=max` characters at `field`; `None` (noted) if absent or invalid.
+    /// A string of `min..=max` characters at `field`; `None` if absent, `None` (noted) if
+    /// invalid. `null` is invalid: the schema does not make these fields nullable.
     pub fn string(
         &mut self,
         field: &str,
@@ -115,7 +116,7 @@ impl Errors {
         max: usize,
     ) -> Option<String> {
         match value {
-            None | Some(Value::Null) => None,
+            None => None,
             Some(Value::String(s)) => {
                 let chars = s.chars().count();
                 if chars < min || chars > max {
@@ -135,7 +136,7 @@ impl Errors {
         }
     }
 
-    /// An integer in `min..=max` at `field`; `None` (noted) if absent or invalid.
+    /// An integer in `min..=max` at `field`; `None` if absent, `None` (noted) if invalid.
     pub fn integer(
         &mut self,
         field: &str,
@@ -144,7 +145,7 @@ impl Errors {
         max: i64,
     ) -> Option<i64> {
         match value {
-            None | Some(Value::Null) => None,
+            None => None,
             Some(v) => match v.as_i64() {
                 Some(n) if (min..=max).contains(&n) => Some(n),
                 _ => {

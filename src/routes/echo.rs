@@ -16,8 +16,9 @@ const COUNT: (i64, i64) = (1, 100);
 const SOURCE_CHARS: usize = 64;
 const PRIORITY: (i64, i64) = (0, 9);
 
-/// What to echo. The constraints here document the schema; [`Validate`] enforces the same
-/// numbers (the constants above) and reports every violation at once.
+// The constraints below document the schema; `Validate` enforces the same numbers (the
+// constants above) and reports every violation at once.
+/// What to echo.
 #[derive(Debug, Clone, PartialEq, Object)]
 pub struct EchoRequest {
     /// The text to echo, 1 to 1024 characters.
@@ -71,14 +72,14 @@ impl Validate for EchoRequest {
         };
         let mut errors = Errors::default();
         let message = match object.get("message") {
-            None | Some(Value::Null) => {
+            None => {
                 errors.add("message", "is required");
                 None
             }
             present => errors.string("message", present, 1, MESSAGE_CHARS),
         };
         let tags = match object.get("tags") {
-            None | Some(Value::Null) => None,
+            None => None,
             Some(Value::Array(items)) => {
                 if items.len() > TAGS {
                     errors.add(
@@ -102,7 +103,7 @@ impl Validate for EchoRequest {
         };
         let count = errors.integer("count", object.get("count"), COUNT.0, COUNT.1);
         let meta = match object.get("meta") {
-            None | Some(Value::Null) => None,
+            None => None,
             Some(Value::Object(meta)) => Some(EchoMeta {
                 source: errors.string("meta.source", meta.get("source"), 0, SOURCE_CHARS),
                 priority: errors.integer(
@@ -204,6 +205,14 @@ mod tests {
             ["message", "count", "meta"]
         );
         assert_eq!(fields(json!([1, 2])), ["body"]);
+    }
+
+    #[test]
+    fn null_is_not_a_value_of_an_optional_field() {
+        let got = fields(
+            json!({"message": null, "tags": null, "count": null, "meta": {"priority": null}}),
+        );
+        assert_eq!(got, ["message", "tags", "count", "meta.priority"]);
     }
 
     #[test]

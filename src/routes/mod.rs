@@ -14,14 +14,16 @@ pub mod admin;
 pub mod echo;
 pub mod info;
 pub mod stream;
+pub mod table;
 pub mod testing;
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use poem::{Endpoint, EndpointExt, Response, Route, endpoint::BoxEndpoint};
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::{middleware, state::AppState, state::VERSION};
+use table::RouteTable;
 
 /// Groups of operations in the OpenAPI document.
 #[derive(Tags)]
@@ -59,22 +61,11 @@ pub fn openapi() -> OpenApiService<
     .description("A reference HTTP API service: typed JSON, probes, metrics, graceful draining.")
 }
 
-/// Operation id → OpenAPI path template (`delay` → `/api/v1/delay/{ms}`). poem's own route
-/// pattern names the parameters of OpenAPI operations `:param0`, which tells a reader nothing.
-pub fn route_templates() -> HashMap<&'static str, Arc<str>> {
+/// The table of API routes, from the generated OpenAPI document.
+pub fn route_table() -> RouteTable {
     let spec: serde_json::Value =
         serde_json::from_str(&openapi().spec()).expect("the generated spec is JSON");
-    let mut templates = HashMap::new();
-    for (path, operations) in spec["paths"].as_object().into_iter().flatten() {
-        for operation in operations.as_object().into_iter().flat_map(|o| o.values()) {
-            if let Some(id) = operation["operationId"].as_str() {
-                // Operation ids are literals in this crate's source; leaking the few of them
-                // once lets the table hand out the `&'static str` that poem-openapi uses.
-                templates.insert(&*String::leak(id.to_owned()), Arc::from(path.as_str()));
-            }
-        }
-    }
-    templates
+    RouteTable::from_openapi(&spec)
 }
 
 /// The public API with all its layers (see [`middleware`]).

@@ -13,7 +13,10 @@ use poem_openapi::{
 };
 
 use super::Tag;
-use crate::{error::ApiError, state::AppState};
+use crate::{
+    error::{ApiError, PROBLEM_JSON, Problem},
+    state::AppState,
+};
 
 /// The answer of a delay request.
 #[derive(Debug, Object)]
@@ -55,10 +58,16 @@ impl ApiResponse for RequestedStatus {
                               problem+json from 400",
                 status: None,
                 status_range: None,
-                content: vec![MetaMediaType {
-                    content_type: "application/json",
-                    schema: StatusEcho::schema_ref(),
-                }],
+                content: vec![
+                    MetaMediaType {
+                        content_type: "application/json",
+                        schema: StatusEcho::schema_ref(),
+                    },
+                    MetaMediaType {
+                        content_type: PROBLEM_JSON,
+                        schema: Problem::schema_ref(),
+                    },
+                ],
                 headers: vec![],
             }],
         }
@@ -66,6 +75,7 @@ impl ApiResponse for RequestedStatus {
 
     fn register(registry: &mut Registry) {
         StatusEcho::register(registry);
+        Problem::register(registry);
     }
 }
 
@@ -98,13 +108,12 @@ impl TestingApi {
     ///
     /// Any code from 200 to 599; from 400 the body is a problem document.
     #[oai(path = "/api/v1/status/:code", method = "get", operation_id = "status")]
-    async fn status(&self, code: Path<u16>) -> Result<RequestedStatus, ApiError> {
-        let status = StatusCode::from_u16(code.0)
-            .ok()
-            .filter(|s| (200..=599).contains(&s.as_u16()))
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!("code must be from 200 to 599, got {}", code.0))
-            })?;
+    async fn status(
+        &self,
+        #[oai(validator(minimum(value = "200"), maximum(value = "599")))] code: Path<u16>,
+    ) -> Result<RequestedStatus, ApiError> {
+        // 1xx cannot be a final response; the validator answers 400 outside 200..=599.
+        let status = StatusCode::from_u16(code.0).expect("200..=599 are valid status codes");
         if status.as_u16() >= 400 {
             return Err(ApiError::Requested(status));
         }

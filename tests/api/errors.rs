@@ -31,6 +31,7 @@ async fn a_wrong_method_is_a_405_problem() {
     let response = helpers::api(&state).delete("/api/v1/echo").send().await;
 
     response.assert_status(StatusCode::METHOD_NOT_ALLOWED);
+    response.assert_header("allow", "POST");
     problem(response).await;
 }
 
@@ -141,4 +142,46 @@ async fn an_error_rate_of_one_fails_every_api_operation_but_not_the_document() {
         "{problem}"
     );
     spec.assert_status_is_ok();
+}
+
+#[tokio::test]
+async fn fault_injection_leaves_unknown_paths_and_methods_alone() {
+    let state = helpers::state(&["--fault-error-rate", "1"]);
+    let client = helpers::api(&state);
+
+    let unknown = client.get("/api/v1/nope").send().await;
+    let wrong_method = client.put("/").send().await;
+
+    unknown.assert_status(StatusCode::NOT_FOUND);
+    wrong_method.assert_status(StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn errors_made_before_routing_are_counted_under_their_route() {
+    // Arrange: an injected fault and a body over the limit never reach the operation.
+    let faulty = helpers::state(&["--fault-error-rate", "1"]);
+    let strict = helpers::state(&["--body-limit", "1KiB"]);
+    let big = serde_json::json!({ "message": "x".repeat(2000) });
+
+    // Act
+    let fault = helpers::api(&faulty).get("/api/v1/delay/5").send().await;
+    let too_large = helpers::api(&strict)
+        .post("/api/v1/echo")
+        .body_json(&big)
+        .send()
+        .await;
+
+    // Assert
+    fault.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
+    too_large.assert_status(StatusCode::PAYLOAD_TOO_LARGE);
+    let (faulty, strict) = (faulty.metrics.render(), strict.metrics.render());
+    assert!(
+        faulty.contains(r#"route="/api/v1/delay/{ms}",status="5xx"} 1"#),
+        "{faulty}"
+    );
+    assert!(
+        strict.contains(r#"route="/api/v1/echo",status="4xx"} 1"#),
+        "{strict}"
+    );
+    assert!(!faulty.contains("unmatched") && !strict.contains("unmatched"));
 }

@@ -45,10 +45,15 @@ async fn the_openapi_document_matches_the_checked_in_snapshot() {
     let snapshot =
         std::fs::read_to_string(Path::new(SNAPSHOT)).expect("openapi.json is checked in");
 
-    assert_eq!(
-        snapshot.trim_end(),
-        text.trim_end(),
-        "the API changed: review the difference, then run UPDATE_SNAPSHOTS=1 cargo test"
+    let first_difference = snapshot
+        .lines()
+        .zip(text.lines())
+        .enumerate()
+        .find(|(_, (a, b))| a != b);
+    assert!(
+        snapshot.trim_end() == text.trim_end(),
+        "the API changed (first difference: {first_difference:?}); review it, then run \
+         UPDATE_SNAPSHOTS=1 cargo test"
     );
 }
 
