@@ -22,7 +22,7 @@ use std::sync::Arc;
 use poem::{Endpoint, EndpointExt, Response, Route, endpoint::BoxEndpoint};
 use poem_openapi::{OpenApiService, Tags};
 
-use crate::{middleware, state::AppState, state::VERSION};
+use crate::{config::Config, middleware, state::AppState, state::VERSION};
 use table::RouteTable;
 
 /// Groups of operations in the OpenAPI document.
@@ -68,12 +68,33 @@ pub fn route_table() -> RouteTable {
     RouteTable::from_openapi(&spec)
 }
 
+/// The OpenAPI document as `/openapi.json` serves it: the generated one, plus the bounds that
+/// depend on the configuration (poem-openapi's validators are fixed at compile time).
+pub fn document(config: &Config) -> String {
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&openapi().spec()).expect("the generated spec is JSON");
+    let ms = &mut spec["paths"]["/api/v1/delay/{ms}"]["get"]["parameters"][0];
+    assert_eq!(
+        ms["name"], "ms",
+        "the delay operation's first parameter is ms"
+    );
+    ms["schema"]["maximum"] = serde_json::json!(config.max_delay.as_millis() as u64);
+    serde_json::to_string_pretty(&spec).expect("a JSON value serializes")
+}
+
 /// The public API with all its layers (see [`middleware`]).
 pub fn api(state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
     let service = openapi();
     let faults = state.clone();
     let routes = Route::new()
-        .at("/openapi.json", service.spec_endpoint())
+        .at("/openapi.json", {
+            let document = document(&state.config);
+            poem::endpoint::make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json")
+                    .body(document.clone())
+            })
+        })
         .nest("/docs", service.swagger_ui())
         // Fault injection applies to the API operations only, not to the document.
         .nest(

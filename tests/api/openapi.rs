@@ -67,3 +67,15 @@ async fn swagger_ui_is_served_at_docs() {
     let html = response.0.into_body().into_string().await.unwrap();
     assert!(html.contains("swagger"), "{html}");
 }
+
+#[tokio::test]
+async fn the_document_states_the_configured_maximum_delay() {
+    let state = helpers::state(&["--max-delay", "2s"]);
+
+    let response = helpers::api(&state).get("/openapi.json").send().await;
+
+    let spec: serde_json::Value =
+        serde_json::from_str(&response.0.into_body().into_string().await.unwrap()).unwrap();
+    let ms = &spec["paths"]["/api/v1/delay/{ms}"]["get"]["parameters"][0];
+    assert_eq!(ms["schema"]["maximum"], 2000, "{ms}");
+}
