@@ -9,6 +9,7 @@ bench/run calls this itself; run it by hand to re-render committed results:
 import json
 import os
 import re
+import statistics
 import sys
 from html import escape
 
@@ -32,6 +33,73 @@ COLORS = {
 }
 PYTHON_STACKS = ["gunicorn-sync", "gunicorn-gthread", "uwsgi-http", "nginx-uwsgi"]
 WORKLOADS = [("get_root", "GET /"), ("echo", "POST /api/v1/echo"), ("delay", "GET /api/v1/delay")]
+
+
+def median_or_none(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def censor(w, timeout_s):
+    """wrk's percentiles cover completed requests only. When requests timed out, the true
+    percentile is at least the timeout wherever the timed-out share reaches past it: report the
+    timeout as a lower bound there, flagged *_censored, instead of a flattering number."""
+    w = dict(w)
+    done, lost = w.get("requests") or 0, w.get("errors_timeout") or 0
+    share = lost / (done + lost) if done + lost else 0.0
+    floor = timeout_s * 1e6
+    for key, q in (("latency_p50_us", 0.50), ("latency_p90_us", 0.10),
+                   ("latency_p99_us", 0.01), ("latency_p999_us", 0.001)):
+        w[key + "_censored"] = share > q
+        if share > q:
+            w[key] = max(w.get(key) or 0, floor)
+    w["latency_max_us_censored"] = lost > 0
+    if lost:
+        w["latency_max_us"] = max(w.get("latency_max_us") or 0, floor)
+    if done == 0:
+        w["latency_min_us"] = None
+    return w
+
+
+def aggregate(rounds, timeout_s=2):
+    """Median of every numeric metric over the rounds that did not fail."""
+    good = [r for r in rounds if "error" not in r]
+    if not good:
+        return None
+    agg = {"rounds_ok": len(good), "start_ms": median_or_none(
+        [x for r in good for x in r["start_ms_samples"]])}
+    for key in ("idle_memory", "peak_memory"):
+        agg[key] = {k: median_or_none([r[key][k] for r in good])
+                    for k in ("rss_kib", "pss_kib", "processes")}
+    agg["workloads"] = {}
+    for w in good[0]["workloads"]:
+        rs = [censor(r["workloads"][w], timeout_s) for r in good if w in r["workloads"]]
+        agg["workloads"][w] = {
+            k: median_or_none([x.get(k) for x in rs])
+            for k in ("rps", "requests", "latency_p50_us", "latency_p90_us", "latency_p99_us",
+                      "latency_p999_us", "latency_max_us", "errors", "errors_timeout",
+                      "errors_connect", "non2xx", "server_cpu_pct", "loadgen_cpu_pct",
+                      "other_cpu_pct", "connections")}
+        for k in ("latency_p50_us", "latency_p90_us", "latency_p99_us", "latency_p999_us",
+                  "latency_max_us"):
+            agg["workloads"][w][k + "_censored"] = any(x[k + "_censored"] for x in rs)
+        # server CPU time per request: less sensitive to a shared machine than requests/s
+        agg["workloads"][w]["server_cpu_us_per_request"] = median_or_none(
+            [x["server_cpu_pct"] / 100 * 1e6 / x["rps"] for x in rs
+             if x.get("server_cpu_pct") is not None and x.get("rps")])
+        agg["workloads"][w]["peak_rss_kib"] = median_or_none(
+            [x["peak_memory"]["rss_kib"] for x in rs if x.get("peak_memory")])
+        agg["workloads"][w]["peak_pss_kib"] = median_or_none(
+            [x["peak_memory"]["pss_kib"] for x in rs if x.get("peak_memory")])
+    agg["shutdown"] = {
+        k: median_or_none([r["shutdown"].get(k) for r in good])
+        for k in ("exit_ms", "failed", "failed_retry_safe", "requests_ok", "refused_after_stop")}
+    agg["shutdown"]["failed_max"] = max(r["shutdown"]["failed"] for r in good)
+    agg["shutdown"]["path"] = good[0]["shutdown"]["path"]
+    agg["shutdown"]["exit_codes"] = good[-1]["shutdown"]["exit_codes"]
+    agg["checks_ok"] = all(v["ok"] for r in good for v in r["checks"].values())
+    return agg
+
 
 
 def _stack(result, name):
@@ -131,8 +199,14 @@ def _f(v, digits=0, unit=""):
     return f"{v:,.{digits}f}{unit}"
 
 
-def _ms(us, digits=1):
-    return "–" if us is None else _f(us / 1000, digits)
+def _ms(us, digits=1, censored=False):
+    if us is None:
+        return "–"
+    return ("≥ " if censored else "") + _f(us / 1000, digits)
+
+
+def _lat(w, key, digits=1):
+    return _ms(w.get(key), digits, w.get(key + "_censored", False))
 
 
 def header(result):
@@ -196,7 +270,7 @@ def markdown_tables(result):
                 cells.append("n/a")
                 continue
             bad = (w["errors"] or 0) + (w["non2xx"] or 0)
-            cells.append(f"{_f(w['rps'])} ({_ms(w['latency_p99_us'])})"
+            cells.append(f"{_f(w['rps'])} ({_lat(w, 'latency_p99_us')})"
                          + (f" ⚠ {bad:,.0f} err" if bad else ""))
         sd = m["shutdown"]
         out.append(
@@ -226,9 +300,9 @@ def workload_table(result, wl, label):
     best = _best_python(result, wl)
     rows = [f"#### {label}", "",
             "| Stack | conns | req/s | × best Python | p50 ms | p90 ms | p99 ms | max ms | "
-            "socket errors | timeouts | non-2xx | server CPU % | wrk CPU % | other CPU % | "
-            "peak RSS / PSS MB |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "socket errors | timeouts | non-2xx | server CPU % | server CPU µs / request | "
+            "wrk CPU % | other CPU % | peak RSS / PSS MB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in result["stacks"]:
         w = (s["median"] or {}).get("workloads", {}).get(wl)
         if not w:
@@ -238,10 +312,11 @@ def workload_table(result, wl, label):
                      and (w.get("server_cpu_pct") or 0) < 90)
         rows.append(
             f"| {s['label']} | {_f(w['connections'])} | {_f(w['rps'])} | {ratio} | "
-            f"{_ms(w['latency_p50_us'], 2)} | {_ms(w['latency_p90_us'], 2)} | "
-            f"{_ms(w['latency_p99_us'], 2)} | {_ms(w['latency_max_us'], 1)} | "
+            f"{_lat(w, 'latency_p50_us', 2)} | {_lat(w, 'latency_p90_us', 2)} | "
+            f"{_lat(w, 'latency_p99_us', 2)} | {_lat(w, 'latency_max_us', 1)} | "
             f"{_f((w['errors'] or 0) - (w['errors_timeout'] or 0))} | "
             f"{_f(w['errors_timeout'])} | {_f(w['non2xx'])} | {_f(w['server_cpu_pct'])} | "
+            f"{_f(w.get('server_cpu_us_per_request'), 1)} | "
             f"{_f(w['loadgen_cpu_pct'])}{' (wrk-bound)' if wrk_bound else ''} | "
             f"{_f(w.get('other_cpu_pct'))} | "
             f"{_f(mb(w['peak_rss_kib']), 1)} / "
@@ -277,7 +352,7 @@ def access_log_cost(result):
         if a and b and a["rps"]:
             rows.append(f"| {label} | {_f(a['rps'])} | {_f(b['rps'])} | "
                         f"{100 * (b['rps'] / a['rps'] - 1):+.1f}% | "
-                        f"{_ms(a['latency_p99_us'], 2)} → {_ms(b['latency_p99_us'], 2)} |")
+                        f"{_lat(a, 'latency_p99_us', 2)} → {_lat(b, 'latency_p99_us', 2)} |")
     if not rows:
         return ""
     return ("| Workload | poem-api req/s (log off) | with access log | change | p99 ms |\n"
@@ -297,7 +372,11 @@ def markdown(result):
         parts.append(workload_table(result, wl, conns["label"] if conns else label))
     parts.insert(len(parts) - 3, "CPU % is of one CPU, over the measured window: \"server\" "
                  "is the stack's process tree, \"wrk\" the load generator, \"other\" everything "
-                 "else the shared machine ran meanwhile (the noise in these numbers).\n")
+                 "else the shared machine ran meanwhile (the noise in these numbers). CPU µs per "
+                 "request is the server's CPU time divided by the requests it completed, which "
+                 "other users of the machine disturb far less than requests/s. Latencies marked "
+                 "≥ are lower bounds: requests that hit wrk's timeout have no latency sample, so "
+                 "where they reach past a percentile, that percentile is at least the timeout.\n")
     parts += ["## Start, memory and stop", "", lifecycle_table(result),
               "Stop test: a client keeps the listed connections busy with keep-alive requests "
               "to the path shown, the stop signal goes to the stack's main process(es), and the "
@@ -334,18 +413,20 @@ def svg(result):
 
     def bars(x0, y0, items, fmt, title):
         """items: [(stack name, value or None)] drawn as horizontal bars, linear scale."""
-        vmax = max([v for _, v in items if v is not None] or [1]) or 1
+        vmax = max([it[1] for it in items if it[1] is not None] or [1]) or 1
         text(x0, y0 + 11, title, 12, weight="bold")
         yy = y0 + 18
-        for name, v in items:
+        for item in items:
+            name, v = item[0], item[1]
+            label = item[2] if len(item) > 2 else (fmt(v) if v is not None else "")
             if v is None:
                 text(x0 + 2, yy + bar_h - 2, "n/a", 10, fill="#888")
             else:
                 w = max(1.0, panel_w * v / vmax)
                 els.append(f'<rect x="{x0}" y="{yy}" width="{w:.1f}" height="{bar_h}" '
                            f'fill="{COLORS.get(name, "#888")}"><title>{escape(LABELS.get(name, name))}:'
-                           f' {escape(fmt(v))}</title></rect>')
-                text(x0 + w + 4, yy + bar_h - 2, fmt(v), 10)
+                           f' {escape(label)}</title></rect>')
+                text(x0 + w + 4, yy + bar_h - 2, label, 10)
             yy += bar_h + gap
         return yy
 
@@ -373,9 +454,15 @@ def svg(result):
         stack_labels(y)
         items = [(s["name"], (s["median"]["workloads"].get(wl) or {}).get("rps"))
                  for s in stacks]
-        lat = [(s["name"], ((s["median"]["workloads"].get(wl) or {}).get("latency_p99_us")
-                            or 0) / 1000 if s["median"]["workloads"].get(wl) else None)
-               for s in stacks]
+        lat = []
+        for s in stacks:
+            w = s["median"]["workloads"].get(wl)
+            if not w or w.get("latency_p99_us") is None:
+                lat.append((s["name"], None))
+                continue
+            v = w["latency_p99_us"] / 1000
+            cens = w.get("latency_p99_us_censored")
+            lat.append((s["name"], v, (f"≥ {v:,.0f} ms (timeouts)" if cens else f"{v:,.1f} ms")))
         y1 = bars(label_w, y, items, lambda v: f"{v:,.0f}", "requests/s (higher is better)")
         bars(label_w + col_w, y, lat, lambda v: f"{v:,.1f} ms", "p99 latency (lower is better)")
         y = y1 + 12
@@ -399,7 +486,12 @@ def main(argv):
     path = argv[1]
     with open(path) as f:
         result = json.load(f)
+    timeout = result["load_generator"].get("timeout_s", 2)
+    for s in result["stacks"]:
+        s["median"] = aggregate(s["rounds"], timeout)
     result["targets"] = evaluate_targets(result)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
     d = os.path.dirname(os.path.abspath(path))
     with open(os.path.join(d, "results.md"), "w") as f:
         f.write(markdown(result))
