@@ -90,7 +90,8 @@ impl TestingApi {
     #[oai(path = "/api/v1/delay/:ms", method = "get", operation_id = "delay")]
     async fn delay(
         &self,
-        ms: Path<u64>,
+        // The maximum is the configured one, added to the document by `routes::document`.
+        #[oai(validator(minimum(value = "0")))] ms: Path<u64>,
         state: Data<&Arc<AppState>>,
     ) -> Result<Json<Delayed>, ApiError> {
         let max = state.config.max_delay.as_millis() as u64;
