@@ -45,8 +45,15 @@ def censor(w, timeout_s):
     percentile is at least the timeout wherever the timed-out share reaches past it: report the
     timeout as a lower bound there, flagged *_censored, instead of a flattering number."""
     w = dict(w)
-    done, lost = w.get("requests") or 0, w.get("errors_timeout") or 0
-    share = lost / (done + lost) if done + lost else 0.0
+    done = w.get("requests") or 0
+    if w.get("latency_samples") is not None:
+        # exact: completed responses slower than the timeout carry no latency sample
+        lost = max(0, done - w["latency_samples"])
+        share = lost / done if done else 0.0
+    else:  # older results: estimate from wrk's timeout counter
+        lost = w.get("errors_timeout") or 0
+        share = lost / (done + lost) if done + lost else 0.0
+    w["late_responses"] = lost
     floor = timeout_s * 1e6
     for key, q in (("latency_p50_us", 0.50), ("latency_p90_us", 0.10),
                    ("latency_p99_us", 0.01), ("latency_p999_us", 0.001)):
@@ -78,6 +85,7 @@ def aggregate(rounds, timeout_s=2):
             k: median_or_none([x.get(k) for x in rs])
             for k in ("rps", "requests", "latency_p50_us", "latency_p90_us", "latency_p99_us",
                       "latency_p999_us", "latency_max_us", "errors", "errors_timeout",
+                      "late_responses",
                       "errors_connect", "non2xx", "server_cpu_pct", "loadgen_cpu_pct",
                       "other_cpu_pct", "connections")}
         for k in ("latency_p50_us", "latency_p90_us", "latency_p99_us", "latency_p999_us",
@@ -271,7 +279,8 @@ def markdown_tables(result):
             if not w:
                 cells.append("n/a")
                 continue
-            bad = (w["errors"] or 0) + (w["non2xx"] or 0)
+            bad = ((w["errors"] or 0) - (w["errors_timeout"] or 0) + (w["non2xx"] or 0)
+                   + (w.get("late_responses") or 0))
             cells.append(f"{_f(w['rps'])} ({_lat(w, 'latency_p99_us')})"
                          + (f" ⚠ {bad:,.0f} err" if bad else ""))
         sd = m["shutdown"]
@@ -283,8 +292,9 @@ def markdown_tables(result):
             f"{_f(sd['failed_max'])} |")
     out.append("")
     out.append(f"Connections: GET / {wl_conns.get('get_root')}, echo {wl_conns.get('echo')}, "
-               f"delay {wl_conns.get('delay')}. \"err\" = socket errors + timeouts + non-2xx "
-               "during the measured window.")
+               f"delay {wl_conns.get('delay')}. \"err\" = socket errors + non-2xx + responses slower "
+               "than wrk's timeout, during the measured window; \"≥\" marks a latency that is "
+               "a lower bound (see below).")
     return "\n".join(out) + "\n"
 
 
@@ -302,7 +312,8 @@ def workload_table(result, wl, label):
     best = _best_python(result, wl)
     rows = [f"#### {label}", "",
             "| Stack | conns | req/s | × best Python | p50 ms | p90 ms | p99 ms | max ms | "
-            "socket errors | timeouts | non-2xx | server CPU % | server CPU µs / request | "
+            "socket errors | answered after the timeout | non-2xx | server CPU % | "
+            "server CPU µs / request | "
             "wrk CPU % | other CPU % | peak RSS / PSS MB |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in result["stacks"]:
@@ -316,7 +327,7 @@ def workload_table(result, wl, label):
             f"{_lat(w, 'latency_p50_us', 2)} | {_lat(w, 'latency_p90_us', 2)} | "
             f"{_lat(w, 'latency_p99_us', 2)} | {_lat(w, 'latency_max_us', 1)} | "
             f"{_f((w['errors'] or 0) - (w['errors_timeout'] or 0))} | "
-            f"{_f(w['errors_timeout'])} | {_f(w['non2xx'])} | {_f(w['server_cpu_pct'])} | "
+            f"{_f(w.get('late_responses'))} | {_f(w['non2xx'])} | {_f(w['server_cpu_pct'])} | "
             f"{_f(w.get('server_cpu_us_per_request'), 1)} | "
             f"{_f(w['loadgen_cpu_pct'])}{' (wrk-bound)' if wrk_bound else ''} | "
             f"{_f(w.get('other_cpu_pct'))} | "
@@ -376,8 +387,10 @@ def markdown(result):
                  "else the shared machine ran meanwhile (the noise in these numbers). CPU µs per "
                  "request is the server's CPU time divided by the requests it completed, which "
                  "other users of the machine disturb far less than requests/s. Latencies marked "
-                 "≥ are lower bounds: requests that hit wrk's timeout have no latency sample, so "
-                 "where they reach past a percentile, that percentile is at least the timeout.\n")
+                 "≥ are lower bounds: wrk records no latency for a response slower than its "
+                 "timeout, so where those responses reach past a percentile, that percentile is "
+                 "at least the timeout. Requests still waiting when a measurement ends are not "
+                 "counted at all (closed-loop load).\n")
     parts += ["## Start, memory and stop", "", lifecycle_table(result),
               "Stop test: a client keeps the listed connections busy with keep-alive requests "
               "to the path shown, the stop signal goes to the stack's main process(es), and the "

@@ -46,16 +46,27 @@ function done(summary, latency, requests)
   else
     non2xx_total = summary.errors.status
   end
+  -- Latency samples: wrk records no latency for a response slower than --timeout (it counts
+  -- a timeout instead, and also counts connections found waiting past it), so the samples
+  -- tell exactly how many completed responses were too slow to be recorded.
+  local samples = summary.requests
+  if summary.errors.timeout > 0 then
+    samples = 0
+    for i = 1, #latency do
+      local _, count = latency(i)
+      samples = samples + count
+    end
+  end
   local e = summary.errors
   io.write(string.format(
     'BENCH_RESULT {"requests":%d,"duration_us":%d,"bytes":%d,' ..
     '"errors_connect":%d,"errors_read":%d,"errors_write":%d,"errors_status":%d,' ..
-    '"errors_timeout":%d,"non2xx":%d,"non2xx_exact":%s,' ..
+    '"errors_timeout":%d,"latency_samples":%d,"non2xx":%d,"non2xx_exact":%s,' ..
     '"latency_mean_us":%.1f,"latency_stdev_us":%.1f,"latency_min_us":%d,' ..
     '"latency_p50_us":%d,"latency_p90_us":%d,"latency_p99_us":%d,"latency_p999_us":%d,' ..
     '"latency_max_us":%d}\n',
     summary.requests, summary.duration, summary.bytes,
-    e.connect, e.read, e.write, e.status, e.timeout, non2xx_total, tostring(exact),
+    e.connect, e.read, e.write, e.status, e.timeout, samples, non2xx_total, tostring(exact),
     latency.mean, latency.stdev, latency.min,
     latency:percentile(50), latency:percentile(90), latency:percentile(99),
     latency:percentile(99.9), latency.max))
