@@ -415,7 +415,7 @@ def markdown(result):
 
 def svg(result):
     stacks = [s for s in result["stacks"] if s["median"]]
-    bar_h, gap, label_w, panel_w, value_w = 13, 3, 190, 300, 70
+    bar_h, gap, label_w, panel_w, value_w = 13, 3, 190, 300, 125
     col_w = panel_w + value_w
     width = label_w + 2 * col_w + 20
     y = 0
