@@ -24,10 +24,14 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => err.exit(),
     };
-    if let Err(err) = telemetry::init(&config) {
-        eprintln!("poem-api: {err}");
-        return ExitCode::from(2);
-    }
+    // Held to the end of main: dropping it flushes the queued log lines.
+    let _log_guard = match telemetry::init(&config) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("poem-api: {err}");
+            return ExitCode::from(2);
+        }
+    };
     raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
