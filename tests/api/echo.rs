@@ -3,11 +3,6 @@ use serde_json::{Value, json};
 
 use crate::helpers;
 
-async fn problem(response: poem::test::TestResponse) -> Value {
-    response.assert_content_type("application/problem+json");
-    serde_json::from_str(&response.0.into_body().into_string().await.unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn echo_returns_the_request_with_defaults_filled_in() {
     let state = helpers::state(&[]);
@@ -41,7 +36,7 @@ async fn echo_lists_every_invalid_field_in_one_422_problem() {
         .await;
 
     response.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
-    let problem = problem(response).await;
+    let problem = helpers::problem(response).await;
     assert_eq!(problem["status"], 422);
     assert_eq!(problem["instance"], "/api/v1/echo");
     assert!(problem["request_id"].is_string());
@@ -75,7 +70,7 @@ async fn echo_answers_a_400_problem_for_malformed_json() {
         .await;
 
     response.assert_status(StatusCode::BAD_REQUEST);
-    let problem = problem(response).await;
+    let problem = helpers::problem(response).await;
     assert!(
         problem["detail"]
             .as_str()
@@ -98,7 +93,7 @@ async fn echo_answers_a_400_problem_for_deeply_nested_json() {
         .await;
 
     response.assert_status(StatusCode::BAD_REQUEST);
-    problem(response).await;
+    helpers::problem(response).await;
 }
 
 #[tokio::test]
@@ -113,7 +108,7 @@ async fn echo_answers_a_415_problem_for_another_content_type() {
         .await;
 
     response.assert_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let problem = problem(response).await;
+    let problem = helpers::problem(response).await;
     assert!(
         problem["detail"].as_str().unwrap().contains("text/plain"),
         "{problem}"
@@ -132,7 +127,7 @@ async fn echo_answers_a_413_problem_for_a_body_over_the_limit() {
         .await;
 
     response.assert_status(StatusCode::PAYLOAD_TOO_LARGE);
-    problem(response).await;
+    helpers::problem(response).await;
 }
 
 #[tokio::test]

@@ -7,11 +7,6 @@ use tokio::sync::Notify;
 
 use crate::helpers;
 
-async fn problem(response: poem::test::TestResponse) -> Value {
-    response.assert_content_type("application/problem+json");
-    serde_json::from_str(&response.0.into_body().into_string().await.unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn an_unknown_path_is_a_404_problem() {
     let state = helpers::state(&[]);
@@ -19,7 +14,7 @@ async fn an_unknown_path_is_a_404_problem() {
     let response = helpers::api(&state).get("/no/such/thing").send().await;
 
     response.assert_status(StatusCode::NOT_FOUND);
-    let problem = problem(response).await;
+    let problem = helpers::problem(response).await;
     assert_eq!(problem["status"], 404);
     assert_eq!(problem["instance"], "/no/such/thing");
 }
@@ -32,7 +27,7 @@ async fn a_wrong_method_is_a_405_problem() {
 
     response.assert_status(StatusCode::METHOD_NOT_ALLOWED);
     response.assert_header("allow", "POST");
-    problem(response).await;
+    helpers::problem(response).await;
 }
 
 #[handler]
@@ -50,7 +45,7 @@ async fn a_panicking_handler_answers_a_500_problem_without_details_and_is_counte
     let after = client.get("/boom").send().await;
 
     response.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
-    let problem = problem(response).await;
+    let problem = helpers::problem(response).await;
     assert!(
         !problem.to_string().contains("secret"),
         "internals leak: {problem}"
@@ -79,7 +74,7 @@ async fn a_request_over_the_request_timeout_is_a_503_problem() {
     let response = client.get("/slow").send().await;
 
     response.assert_status(StatusCode::SERVICE_UNAVAILABLE);
-    let problem = problem(response).await;
+    let problem = helpers::problem(response).await;
     assert!(
         problem["detail"].as_str().unwrap().contains("timeout"),
         "{problem}"
@@ -136,7 +131,7 @@ async fn an_error_rate_of_one_fails_every_api_operation_but_not_the_document() {
     let spec = client.get("/openapi.json").send().await;
 
     info.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
-    let problem = problem(info).await;
+    let problem = helpers::problem(info).await;
     assert!(
         problem["detail"].as_str().unwrap().contains("injected"),
         "{problem}"

@@ -91,3 +91,9 @@ pub fn http() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// The body of a response that must be `application/problem+json`.
+pub async fn problem(response: poem::test::TestResponse) -> serde_json::Value {
+    response.assert_content_type("application/problem+json");
+    serde_json::from_str(&response.0.into_body().into_string().await.unwrap()).unwrap()
+}
