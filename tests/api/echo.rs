@@ -1,5 +1,5 @@
 use poem::http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers;
 

@@ -2,7 +2,6 @@ use std::{sync::Arc, time::Duration};
 
 use poem::{Route, get, handler, http::StatusCode, test::TestClient};
 use poem_api::routes;
-use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::helpers;
