@@ -368,5 +368,16 @@ class Claim:
         return not self.failures
 
 
+def repeat_runs(one_run, repeat: int) -> tuple[list[dict], list[str]]:
+    """Runs `one_run` (returning a Claim and its figures) `repeat` times: every run's figures,
+    and every failure prefixed with its run number."""
+    runs, failures = [], []
+    for i in range(repeat):
+        claim, figures = one_run()
+        runs.append(figures)
+        failures += [f"run {i + 1}: {f}" for f in claim.failures]
+    return runs, failures
+
+
 def fmt_bytes(n: float) -> str:
     return f"{n / (1024 * 1024):.1f} MiB"

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 
-from harness import HERE, HOST, Claim, Row, Server, Wrk, _die_with_parent, free_port
+from harness import (HERE, HOST, Claim, Row, Server, Wrk, _die_with_parent, free_port,
+                     repeat_runs)
 
 DRAIN = 2.0
 SHUTDOWN_TIMEOUT = 5.0
@@ -95,11 +96,7 @@ def one_run(drain: float = DRAIN) -> tuple[Claim, dict]:
 
 
 def check(repeat: int, command: str) -> list[Row]:
-    failures, runs = [], []
-    for i in range(repeat):
-        c, fig = one_run()
-        runs.append(fig)
-        failures += [f"run {i + 1}: {f}" for f in c.failures]
+    runs, failures = repeat_runs(one_run, repeat)
     total = sum(r.get("requests", 0) for r in runs)
     worst = max((r.get("failed", 0) for r in runs), default=0)
     restarts = sum(r["restarts"] for r in runs)

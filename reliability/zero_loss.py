@@ -23,7 +23,8 @@ import json
 import signal
 import time
 
-from harness import (HOST, Background, Claim, Row, Server, Wrk, connect_outcome, sleep_until)
+from harness import (HOST, Background, Claim, Row, Server, Wrk, connect_outcome, repeat_runs,
+                     sleep_until)
 
 DRAIN = 3.0
 SHUTDOWN_TIMEOUT = 5.0
@@ -147,12 +148,7 @@ def one_run(connections: int = 32) -> tuple[Claim, dict]:
 
 
 def check(repeat: int, command: str) -> list[Row]:
-    runs = []
-    failures = []
-    for i in range(repeat):
-        c, fig = one_run()
-        runs.append(fig)
-        failures += [f"run {i + 1}: {f}" for f in c.failures]
+    runs, failures = repeat_runs(one_run, repeat)
     total = sum(r.get("requests", 0) for r in runs)
     worst_failed = max((r.get("failed", 0) for r in runs), default=0)
     min_drain = min((r.get("during_drain", 0) for r in runs), default=0)

@@ -49,11 +49,6 @@ impl Lifecycle {
         self.phase() >= Phase::Draining
     }
 
-    /// Whether an operator took the instance out of rotation (`POST /readyz/disable`).
-    pub fn is_disabled(&self) -> bool {
-        self.disabled.load(Ordering::Acquire)
-    }
-
     /// Takes the instance out of rotation, or puts it back, without stopping it.
     pub fn set_disabled(&self, disabled: bool) {
         self.disabled.store(disabled, Ordering::Release);
@@ -83,12 +78,7 @@ impl Lifecycle {
         self.stopping.cancel();
     }
 
-    /// Completes when [`Lifecycle::start_stopping`] is called.
-    pub async fn stopped(&self) {
-        self.stopping.cancelled().await;
-    }
-
-    /// A token cancelled when the instance stops; for tasks that outlive a borrow.
+    /// A token cancelled when [`Lifecycle::start_stopping`] is called.
     pub fn stopping_token(&self) -> CancellationToken {
         self.stopping.clone()
     }

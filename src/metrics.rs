@@ -186,32 +186,43 @@ impl Collector for ProcessCollector {
         let Some(usage) = process_usage() else {
             return Ok(());
         };
+        let seconds = Some(&Unit::Seconds);
+        let bytes = Some(&Unit::Bytes);
         let cpu = ConstCounter::new(usage.cpu_seconds);
-        let m = encoder.encode_descriptor(
+        encode_one(
+            &mut encoder,
             "process_cpu",
             "User and system CPU time spent",
-            Some(&Unit::Seconds),
-            cpu.metric_type(),
+            seconds,
+            cpu,
         )?;
-        cpu.encode(m)?;
         let rss = ConstGauge::new(usage.resident_bytes);
-        let m = encoder.encode_descriptor(
+        encode_one(
+            &mut encoder,
             "process_resident_memory",
             "Resident memory size",
-            Some(&Unit::Bytes),
-            rss.metric_type(),
+            bytes,
+            rss,
         )?;
-        rss.encode(m)?;
         let fds = ConstGauge::new(usage.open_fds);
-        let m = encoder.encode_descriptor(
+        encode_one(
+            &mut encoder,
             "process_open_fds",
             "Open file descriptors",
             None,
-            fds.metric_type(),
-        )?;
-        fds.encode(m)?;
-        Ok(())
+            fds,
+        )
     }
+}
+
+fn encode_one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
 }
 
 struct ProcessUsage {
