@@ -1,6 +1,6 @@
 use std::{sync::Arc, time::Duration};
 
-use poem::{Route, get, handler, http::StatusCode, test::TestClient};
+use poem::{Route, get, handler, http::StatusCode};
 use poem_api::routes;
 use tokio::sync::Notify;
 
@@ -38,7 +38,7 @@ fn panics() -> &'static str {
 async fn a_panicking_handler_answers_a_500_problem_without_details_and_is_counted() {
     let state = helpers::state(&[]);
     let app = routes::with_api_layers(Route::new().at("/boom", get(panics)), state.clone());
-    let client = TestClient::new(app);
+    let client = helpers::client(app);
 
     let response = client.get("/boom").send().await;
     let after = client.get("/boom").send().await;
@@ -65,7 +65,7 @@ async fn a_request_over_the_request_timeout_is_a_503_problem() {
         "too late"
     }
     let state = helpers::state(&["--request-timeout", "50ms", "--max-delay", "10ms"]);
-    let client = TestClient::new(routes::with_api_layers(
+    let client = helpers::client(routes::with_api_layers(
         Route::new().at("/slow", get(slow)),
         state,
     ));
@@ -95,7 +95,7 @@ async fn requests_over_the_in_flight_limit_are_shed_with_503_and_retry_after() {
         }
     });
     let state = helpers::state(&["--max-in-flight", "1"]);
-    let client = Arc::new(TestClient::new(routes::with_api_layers(
+    let client = Arc::new(helpers::client(routes::with_api_layers(
         Route::new().at("/held", held),
         state.clone(),
     )));
