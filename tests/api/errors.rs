@@ -179,3 +179,70 @@ async fn errors_made_before_routing_are_counted_under_their_route() {
     );
     assert!(!faulty.contains("unmatched") && !strict.contains("unmatched"));
 }
+
+#[tokio::test]
+async fn a_panic_behind_the_admin_pipeline_is_contained_like_one_in_the_api() {
+    use poem_api::app::{Listener, Pipeline, table::RouteTable};
+    let state = helpers::state(&[]);
+    let admin = Pipeline::new(
+        Listener::Admin,
+        state.clone(),
+        Route::new().at("/boom", get(panics)),
+        RouteTable::from_paths(&[("/boom", &[poem::http::Method::GET])]),
+        Vec::new(),
+    );
+
+    let response = helpers::client(admin).get("/boom").send().await;
+
+    response.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
+    let problem = helpers::problem(response).await;
+    assert_eq!(problem["instance"], "/boom");
+    assert!(state.metrics.render().contains("poem_api_panics_total 1"));
+}
+
+#[tokio::test]
+async fn the_readiness_503_is_a_problem_with_its_instance_and_request_id() {
+    let state = helpers::state(&[]);
+    state.lifecycle.start_draining();
+
+    let response = helpers::admin(&state)
+        .get("/readyz")
+        .header("x-request-id", "probe-1")
+        .send()
+        .await;
+
+    response.assert_status(StatusCode::SERVICE_UNAVAILABLE);
+    let problem = helpers::problem(response).await;
+    assert_eq!(problem["instance"], "/readyz");
+    assert_eq!(problem["request_id"], "probe-1");
+    assert_eq!(problem["detail"], "not ready: draining");
+}
+
+#[tokio::test]
+async fn requests_http_1_1_forbids_are_refused_with_problems() {
+    let state = helpers::state(&[]);
+    let client = helpers::api(&state);
+
+    let no_host = poem::test::TestClient::new(routes::api(state.clone()))
+        .get("/")
+        .send()
+        .await;
+    let gzip = client
+        .post("/api/v1/echo")
+        .header("transfer-encoding", "gzip, chunked")
+        .content_type("application/json")
+        .body("{}")
+        .send()
+        .await;
+    let unauthorized = client.get("/api/v1/status/401").send().await;
+    let reset = client.get("/api/v1/status/205").send().await;
+    let docs_post = client.post("/docs").send().await;
+
+    no_host.assert_status(StatusCode::BAD_REQUEST);
+    gzip.assert_status(StatusCode::NOT_IMPLEMENTED);
+    unauthorized.assert_header_exist("www-authenticate");
+    reset.assert_status(StatusCode::RESET_CONTENT);
+    assert!(reset.0.into_body().into_bytes().await.unwrap().is_empty());
+    docs_post.assert_status(StatusCode::METHOD_NOT_ALLOWED);
+    docs_post.assert_header("allow", "GET, HEAD");
+}
