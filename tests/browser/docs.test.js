@@ -80,18 +80,24 @@ after(async () => {
   }
 });
 
-/** Opens /docs, expands POST /api/v1/echo, presses "Try it out"; returns the operation block. */
-async function openEcho(page) {
-  const failed = [];
+/** A page that records every request it makes to another origin than the server's. */
+async function newPage(options) {
+  const page = await browser.newPage(options);
+  page.setDefaultTimeout(TIMEOUT_MS);
+  page.elsewhere = [];
   // Swagger UI is served by the binary itself: any request elsewhere would be a missing asset.
   page.on('request', (req) => {
-    if (!req.url().startsWith(BASE) && !req.url().startsWith('data:')) failed.push(req.url());
+    if (!req.url().startsWith(BASE) && !req.url().startsWith('data:')) page.elsewhere.push(req.url());
   });
+  return page;
+}
+
+/** Opens /docs, expands POST /api/v1/echo, presses "Try it out"; returns the operation block. */
+async function openEcho(page) {
   await page.goto(`${BASE}/docs`);
   const op = page.locator('.opblock-post', { has: page.locator('[data-path="/api/v1/echo"]') });
   await op.locator('.opblock-summary').first().click();
   await op.getByRole('button', { name: 'Try it out' }).click();
-  assert.deepEqual(failed, [], 'the docs page requested something outside the server');
   return op;
 }
 
@@ -110,8 +116,7 @@ async function execute(page, op, body) {
 }
 
 test('the docs page shows a 200 for a valid echo body', async () => {
-  const page = await browser.newPage();
-  page.setDefaultTimeout(TIMEOUT_MS);
+  const page = await newPage();
   const op = await openEcho(page);
 
   const res = await execute(page, op, JSON.stringify({ message: 'hi from the docs page', count: 2 }));
@@ -120,12 +125,12 @@ test('the docs page shows a 200 for a valid echo body', async () => {
   const echoed = JSON.parse(res.text);
   assert.equal(echoed.message, 'hi from the docs page');
   assert.match(res.headers, /content-type: application\/json/i);
+  assert.deepEqual(page.elsewhere, [], 'the docs page requested something outside the server');
   await page.close();
 });
 
 test('the docs page shows a 422 problem+json naming each invalid field', async () => {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
-  page.setDefaultTimeout(TIMEOUT_MS);
+  const page = await newPage({ viewport: { width: 1280, height: 1000 } });
   const op = await openEcho(page);
 
   const res = await execute(page, op, JSON.stringify({ message: '', count: 0 }));
@@ -147,5 +152,6 @@ test('the docs page shows a 422 problem+json naming each invalid field', async (
       clip: { x: top.x, y: top.y, width: top.width, height: live.y + live.height - top.y },
     });
   }
+  assert.deepEqual(page.elsewhere, [], 'the docs page requested something outside the server');
   await page.close();
 });
