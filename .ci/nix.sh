@@ -11,6 +11,10 @@
 #  - an older Nix stops at once with the flake's own message (Nix 2.8, offline, before any input
 #    is fetched);
 #  - `nix develop` takes the package's build inputs without crane's hooks (nix/tests/shell.nix);
+#  - each architecture's image is made as container/contract.json says, with its own OCI
+#    architecture (nix/tests/image.nix);
+#  - `nix build .#sbom` runs cargo-cyclonedx with the arguments .ci/sbom.sh uses, both read
+#    from nix/sbom.json (nix/tests/sbom.nix);
 #  - the deploy script loads the image of minikube's node architecture and fails clearly for any
 #    other (nix/tests/deploy-script.nix, run against the stubs in nix/tests/stubs), and passes
 #    shellcheck, as writeShellApplication requires.
@@ -98,6 +102,23 @@ shell_without_crane_hooks() {
   [ "$(nix_eval nix/tests/shell.nix)" = ok ]
 }
 
+images_follow_the_contract() {
+  nix_eval nix/tests/image.nix && echo
+}
+
+sbom_command_matches_ci() {
+  local nix_command ci_command
+  nix_command=$(nix_eval nix/tests/sbom.nix) || return 1
+  # .ci/sbom.sh's command for the same target, quoted as nixpkgs' escapeShellArgs quotes.
+  ci_command=$(python3 -c '
+import json
+how = json.load(open("nix/sbom.json"))
+args = how["args"] + ["--target=x86_64-unknown-linux-musl"]
+print("cargo cyclonedx " + " ".join("'"'"'" + a.replace("'"'"'", "'"'"'\\'"'"''"'"'") + "'"'"'" for a in args))')
+  echo "  $nix_command"
+  [ "$nix_command" = "$ci_command" ] || { echo "  .ci/sbom.sh runs: $ci_command" >&2; return 1; }
+}
+
 deploy_picks_architecture() {
   local dir=$tmp/deploy status=0 arches expect
   mkdir -p "$dir"
@@ -149,8 +170,10 @@ check "flake.nix and flake.lock agree, offline" lock_consistent
 check "nix fmt: nixfmt-tree over the same files" formatter_walks_the_tree
 check "an older Nix stops with the flake's message" old_nix_stops_early
 check "nix develop: build inputs, no crane hooks" shell_without_crane_hooks
+check "nix build .#image-amd64, .#image-arm64: the contract" images_follow_the_contract
+check "nix build .#sbom: the command .ci/sbom.sh runs" sbom_command_matches_ci
 check "nix run .#deploy: the image of the node's architecture" deploy_picks_architecture
 
-total=8
+total=10
 echo "nix: $((total - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -25,7 +25,8 @@ assert lib.assertMsg (lib.head contract.entrypoint == entrypoint)
 # buildLayeredImage runs streamLayeredImage's script through `compressor` and passes its imageTag
 # on as passthru (nixpkgs pkgs/build-support/docker/default.nix).
 dockerTools.buildLayeredImage {
-  inherit (contract) name architecture;
+  inherit (contract) name;
+  inherit architecture;
   # null: the tag is the hash of the image's configuration derivation, so every different build
   # has its own tag, read by deploy.nix as image.imageTag (never :latest).
   tag = null;

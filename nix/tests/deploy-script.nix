@@ -1,18 +1,9 @@
 # The text of the deploy script (nix/deploy.nix) with two stand-in images, for .ci/nix.sh, which
 # runs it against stub minikube and kubectl commands: Nix 2.8 evaluates this without nixpkgs.
-# The few lib functions deploy.nix uses are given here with nixpkgs' meaning (lib/strings.nix,
-# lib/attrsets.nix, lib/lists.nix); writeShellApplication is replaced by its own argument.
+# lib.nix has the few lib functions deploy.nix uses; writeShellApplication is replaced by its own
+# argument.
 let
-  lib = {
-    inherit (builtins)
-      attrNames
-      attrValues
-      concatStringsSep
-      head
-      ;
-    concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
-    escapeShellArg = s: "'${builtins.replaceStrings [ "'" ] [ "'\\''" ] s}'";
-  };
+  lib = import ./lib.nix;
   image = arch: {
     outPath = "/images/poem-api-${arch}.tar";
     imageName = "poem-api";
