@@ -10,6 +10,9 @@
 #    git knows of (`git ls-files --cached --others --exclude-standard`), the list checked here;
 #  - an older Nix stops at once with the flake's own message (Nix 2.8, offline, before any input
 #    is fetched);
+#  - flake.nix's outputs, wired to stand-ins for nixpkgs, crane and rust-overlay
+#    (nix/tests/flake.nix): which packages, checks and apps each system has, which architecture
+#    each image and binary is for and with which compiler, and macOS's deploy images;
 #  - `nix develop` takes the package's build inputs without crane's hooks (nix/tests/shell.nix);
 #  - each architecture's image is made as container/contract.json says, with its own OCI
 #    architecture (nix/tests/image.nix);
@@ -98,6 +101,17 @@ old_nix_stops_early() {
   grep "needs Nix" <<<"$out"
 }
 
+flake_wiring() {
+  local copy=$tmp/wiring
+  mkdir -p "$copy"
+  # A copy whose flake takes this Nix: the version guard is checked on its own above.
+  git ls-files -co --exclude-standard -z | tar -c --null -T - | tar -x -C "$copy"
+  sed -i 's/builtins.compareVersions builtins.nixVersion minimumNix >= 0/true/' "$copy/flake.nix"
+  grep -q '^        true$' "$copy/flake.nix" || { echo "  the version guard was not found" >&2; return 1; }
+  (cd "$copy" && nix_eval nix/tests/flake.nix) | sed 's/^/  /'
+  [ "${PIPESTATUS[0]}" -eq 0 ]
+}
+
 shell_without_crane_hooks() {
   [ "$(nix_eval nix/tests/shell.nix)" = ok ]
 }
@@ -169,11 +183,12 @@ check "nixfmt --check" nixfmt --check "${files[@]}"
 check "flake.nix and flake.lock agree, offline" lock_consistent
 check "nix fmt: nixfmt-tree over the same files" formatter_walks_the_tree
 check "an older Nix stops with the flake's message" old_nix_stops_early
+check "flake outputs per system, wired to stand-ins" flake_wiring
 check "nix develop: build inputs, no crane hooks" shell_without_crane_hooks
 check "nix build .#image-amd64, .#image-arm64: the contract" images_follow_the_contract
 check "nix build .#sbom: the command .ci/sbom.sh runs" sbom_command_matches_ci
 check "nix run .#deploy: the image of the node's architecture" deploy_picks_architecture
 
-total=10
+total=11
 echo "nix: $((total - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,4 +1,4 @@
-# The few nixpkgs lib functions that the files under test (deploy, image, sbom) use,
+# The few nixpkgs lib functions that flake.nix and the files of nix/ use,
 # with nixpkgs' meaning (lib/attrsets.nix, lib/strings.nix, lib/lists.nix, lib/trivial.nix,
 # lib/asserts.nix), for the tests in this directory, which Nix 2.8 evaluates without nixpkgs.
 let
@@ -6,9 +6,8 @@ let
     attrNames
     listToAttrs
     readFile
-    replaceStrings
     ;
-  escapeShellArg = s: "'${replaceStrings [ "'" ] [ "'\\''" ] s}'";
+  escapeShellArg = s: "'${builtins.replaceStrings [ "'" ] [ "'\\''" ] s}'";
 in
 {
   inherit (builtins)
@@ -16,7 +15,23 @@ in
     concatStringsSep
     head
     ;
+  inherit (builtins) mapAttrs replaceStrings;
   inherit attrNames;
+  genAttrs =
+    names: f:
+    listToAttrs (
+      map (name: {
+        inherit name;
+        value = f name;
+      }) names
+    );
+  optionalAttrs = cond: set: if cond then set else { };
+  optionals = cond: list: if cond then list else [ ];
+  getExe = drv: "${drv}/bin/${drv.meta.mainProgram}";
+  fileset = {
+    toSource = { root, fileset }: { inherit root fileset; };
+    unions = list: list;
+  };
   concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
   inherit escapeShellArg;
   escapeShellArgs = args: builtins.concatStringsSep " " (map escapeShellArg args);
