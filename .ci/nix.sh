@@ -19,8 +19,8 @@
 #  - `nix build .#sbom` runs cargo-cyclonedx with the arguments .ci/sbom.sh uses, both read
 #    from nix/sbom.json (nix/tests/sbom.nix);
 #  - the deploy script loads the image of minikube's node architecture and fails clearly for any
-#    other (nix/tests/deploy-script.nix, run against the stubs in nix/tests/stubs), and passes
-#    shellcheck, as writeShellApplication requires.
+#    other (nix/tests/deploy-script.nix, run against the stubs in nix/tests/stubs), and is clean
+#    for ShellCheck, as writeShellApplication requires.
 # Nix only ever sees a throwaway store and HOME, so the machine gets no /nix of ours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -124,11 +124,14 @@ sbom_command_matches_ci() {
   local nix_command ci_command
   nix_command=$(nix_eval nix/tests/sbom.nix) || return 1
   # .ci/sbom.sh's command for the same target, quoted as nixpkgs' escapeShellArgs quotes.
-  ci_command=$(python3 -c '
+  ci_command=$(python3 - <<'EOF'
 import json
 how = json.load(open("nix/sbom.json"))
 args = how["args"] + ["--target=x86_64-unknown-linux-musl"]
-print("cargo cyclonedx " + " ".join("'"'"'" + a.replace("'"'"'", "'"'"'\\'"'"''"'"'") + "'"'"'" for a in args))')
+quote = "'\\''"
+print("cargo cyclonedx " + " ".join("'" + a.replace("'", quote) + "'" for a in args))
+EOF
+  )
   echo "  $nix_command"
   [ "$nix_command" = "$ci_command" ] || { echo "  .ci/sbom.sh runs: $ci_command" >&2; return 1; }
 }

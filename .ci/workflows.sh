@@ -40,6 +40,7 @@ if [ -z "${POEM_API_BIN:-}" ]; then
   POEM_API_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/poem-api"
 fi
 port=${ZERO_LOSS_TEST_PORT:-29291}
+server=
 start_server() {
   POEM_API_HOST=127.0.0.1 POEM_API_PORT=$port POEM_API_ADMIN_PORT=$((port + 1)) \
     POEM_API_ACCESS_LOG=false POEM_API_LOG=warn "$POEM_API_BIN" &
@@ -51,8 +52,9 @@ start_server() {
   echo "the server did not become ready" >&2
   return 1
 }
-stop_server() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
-trap stop_server EXIT
+stop_server() { [ -n "$server" ] || return 0; kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
+tmp=$(mktemp -d)
+trap 'stop_server; rm -rf "$tmp"' EXIT
 
 echo "== .ci/zero-loss.sh against an undisturbed server"
 start_server
@@ -64,7 +66,10 @@ stop_server
 echo "== .ci/zero-loss.sh while the server is killed (must fail)"
 start_server
 status=0
-ZERO_LOSS_MAX_SECONDS=60 bash .ci/zero-loss.sh "http://127.0.0.1:$port/" -- kill -KILL "$server" || status=$?
+ZERO_LOSS_MAX_SECONDS=60 bash .ci/zero-loss.sh "http://127.0.0.1:$port/" -- kill -KILL "$server" \
+  | tee "$tmp/killed.out" || status=$?
+# It must fail for the failed requests, not for anything else.
+grep -q '^zero-loss: FAIL: [0-9]* failed (non-2xx' "$tmp/killed.out" || status=0
 result "zero-loss: a killed server fails the check" $((status == 0))
 stop_server
 

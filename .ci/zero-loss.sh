@@ -15,7 +15,10 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
-[ $# -ge 3 ] && [ "$2" = "--" ] || { echo "usage: $0 URL -- COMMAND..." >&2; exit 2; }
+if [ $# -lt 3 ] || [ "$2" != "--" ]; then
+  echo "usage: $0 URL -- COMMAND..." >&2
+  exit 2
+fi
 url=$1
 shift 2
 max=${ZERO_LOSS_MAX_SECONDS:-600}
@@ -44,7 +47,11 @@ failed = r["non2xx"] + socket_errors
 print(f"zero-loss: {r['requests']} requests, {r['ok']} 2xx, {r['non2xx']} non-2xx, "
       f"socket errors connect {r['connect']} read {r['read']} write {r['write']} "
       f"timeout {r['timeout']}; p99 {r['p99_us'] / 1000:.1f} ms; command exit {command_status}")
-ok = command_status == 0 and r["ok"] > 0 and failed == 0
-print(f"zero-loss: {1 if ok else 0} passed, {0 if ok else 1} failed")
-sys.exit(0 if ok else 1)
+reasons = [why for bad, why in [
+    (command_status != 0, f"the command exited {command_status}"),
+    (r["ok"] == 0, "no request was answered"),
+    (failed > 0, f"{failed} failed (non-2xx responses and socket errors)"),
+] if bad]
+print("zero-loss: PASS" if not reasons else f"zero-loss: FAIL: {'; '.join(reasons)}")
+sys.exit(1 if reasons else 0)
 EOF
