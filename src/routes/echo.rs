@@ -1,15 +1,17 @@
 //! `POST /api/v1/echo`: a typed, validated JSON request answered with a typed JSON response.
 
-use poem_openapi::{Object, OpenApi, payload::Json};
+use poem_openapi::{Object, OpenApi};
 use serde::{
-    Deserialize, Deserializer,
+    Deserialize, Deserializer, Serialize,
     de::{DeserializeSeed, MapAccess, SeqAccess},
 };
 
 use super::Tag;
 use crate::{
     error::{ApiError, FieldErrors},
-    validation::{Checked, Element, Expect, Integer, Key, Seed, Skip, Slot, Text, ValidJson},
+    validation::{
+        Checked, Element, Expect, Integer, Key, Seed, Skip, Slot, Text, TypedJson, ValidJson,
+    },
 };
 
 const MESSAGE_CHARS: usize = 1024;
@@ -38,21 +40,23 @@ pub struct EchoRequest {
 }
 
 /// Optional details of an echo request.
-#[derive(Debug, Clone, PartialEq, Object)]
+#[derive(Debug, Clone, PartialEq, Object, Serialize)]
 pub struct EchoMeta {
     /// Where the request comes from, at most 64 characters.
     #[oai(validator(max_length = 64), skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// 0 (lowest) to 9.
     #[oai(
         validator(minimum(value = "0"), maximum(value = "9")),
         skip_serializing_if_is_none
     )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
 }
 
 /// The echoed request, with defaults filled in.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 pub struct EchoResponse {
     /// The message, unchanged.
     pub message: String,
@@ -62,6 +66,7 @@ pub struct EchoResponse {
     pub count: i64,
     /// The details, if any were sent.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<EchoMeta>,
 }
 
@@ -301,14 +306,17 @@ impl EchoApi {
     /// Answers 422 listing the invalid fields (the first 32, with `error_count` for all), 400 for
     /// malformed JSON, 415 for another content type and 413 for a body over the limit.
     #[oai(path = "/api/v1/echo", method = "post", operation_id = "echo")]
-    async fn echo(&self, body: ValidJson<EchoRequest>) -> Result<Json<EchoResponse>, ApiError> {
+    async fn echo(
+        &self,
+        body: ValidJson<EchoRequest>,
+    ) -> Result<TypedJson<EchoResponse>, ApiError> {
         let EchoRequest {
             message,
             tags,
             count,
             meta,
         } = body.0;
-        Ok(Json(EchoResponse {
+        Ok(TypedJson(EchoResponse {
             message,
             tags: tags.unwrap_or_default(),
             count: count.unwrap_or(1),
@@ -535,5 +543,40 @@ mod tests {
             assert!(read::<EchoRequest>(body.as_bytes()).is_err(), "{body:.40}");
         }
         assert!(read::<EchoRequest>(b"{\"message\": \"\xff\"}").is_err());
+    }
+
+    #[test]
+    fn the_response_serializes_as_poem_openapi_would() {
+        use poem_openapi::types::ToJSON;
+        let full = EchoResponse {
+            message: "hi \"there\"".into(),
+            tags: vec!["a".into(), "é".into()],
+            count: 7,
+            meta: Some(EchoMeta {
+                source: Some("cli".into()),
+                priority: Some(3),
+            }),
+        };
+        let partial = EchoResponse {
+            meta: Some(EchoMeta {
+                source: None,
+                priority: Some(3),
+            }),
+            ..full.clone()
+        };
+        let bare = EchoResponse {
+            meta: None,
+            ..full.clone()
+        };
+
+        for response in [full, partial, bare.clone()] {
+            let by_serde = serde_json::to_string(&response).unwrap();
+            let by_poem_openapi = serde_json::to_string(&response.to_json()).unwrap();
+            assert_eq!(by_serde, by_poem_openapi);
+        }
+        assert_eq!(
+            serde_json::to_string(&bare).unwrap(),
+            r#"{"message":"hi \"there\"","tags":["a","é"],"count":7}"#
+        );
     }
 }
