@@ -531,6 +531,11 @@ mod tests {
             "[".repeat(200),
             "]".repeat(200)
         );
+        let deep_meta = format!(
+            r#"{{"message": "x", "meta": {}{}}}"#,
+            "[".repeat(20_000),
+            "]".repeat(20_000)
+        );
         let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
         for body in [
             r#"{"message": "unterminated"#,
@@ -538,6 +543,7 @@ mod tests {
             r#"{"message": "hi",}"#,
             "",
             &deep_tags,
+            &deep_meta,
             &deep,
         ] {
             assert!(read::<EchoRequest>(body.as_bytes()).is_err(), "{body:.40}");
