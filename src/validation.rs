@@ -8,6 +8,8 @@
 
 use std::{fmt, marker::PhantomData, sync::Arc};
 
+use bytes::Bytes;
+
 use poem::{IntoResponse, Request, RequestBody, Response, Result, error::ReadBodyError, web::Data};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions,
@@ -123,8 +125,8 @@ impl<T: Serialize + Send> IntoResponse for TypedJson<T> {
     }
 }
 
-impl<T: Type + Serialize + Send> ApiResponse for TypedJson<T> {
-    fn meta() -> MetaResponses {
+impl<T: Type> TypedJson<T> {
+    fn meta_of() -> MetaResponses {
         MetaResponses {
             responses: vec![MetaResponse {
                 description: "",
@@ -138,6 +140,55 @@ impl<T: Type + Serialize + Send> ApiResponse for TypedJson<T> {
                 headers: vec![],
             }],
         }
+    }
+}
+
+impl<T: Type + Serialize + Send> ApiResponse for TypedJson<T> {
+    fn meta() -> MetaResponses {
+        Self::meta_of()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+/// A JSON answer of type `T` serialized once and sent as shared bytes: for answers that never
+/// change, such as `GET /`. Documented as `T`, like [`TypedJson`].
+#[derive(Debug)]
+pub struct PreparedJson<T>(Bytes, PhantomData<fn() -> T>);
+
+impl<T: Serialize> PreparedJson<T> {
+    /// `value`'s JSON.
+    pub fn new(value: &T) -> Self {
+        let body = serde_json::to_vec(value).expect("a response type always serializes");
+        Self(body.into(), PhantomData)
+    }
+}
+
+impl<T> PreparedJson<T> {
+    /// The serialized JSON.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+
+    /// JSON serialized earlier by [`PreparedJson::new`] for the same `T`.
+    pub fn from_bytes(body: Bytes) -> Self {
+        Self(body, PhantomData)
+    }
+}
+
+impl<T: Send> IntoResponse for PreparedJson<T> {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(self.0)
+    }
+}
+
+impl<T: Type + Send> ApiResponse for PreparedJson<T> {
+    fn meta() -> MetaResponses {
+        TypedJson::<T>::meta_of()
     }
 
     fn register(registry: &mut Registry) {
