@@ -572,7 +572,7 @@ def shut_down_listener(pid: int, fd: int) -> None:
 
 def names(event: dict, word: str) -> bool:
     """Whether a field of a log event (not where it was logged from) holds `word` as a word."""
-    return any(isinstance(v, str) and word in re.split(r"[^A-Za-z0-9]+", v)
+    return any(isinstance(v, str) and word in re.split(r"[^a-z0-9]+", v.lower())
                for k, v in event.items() if k not in ("target", "module_path", "filename"))
 
 

@@ -154,7 +154,8 @@ fn one_access_log_line_holds_at_most_1024_bytes_of_the_path_and_16_kib_in_all() 
     );
     let r = crate::support::exchange(instance.api, req.as_bytes(), Duration::from_secs(5))
         .expect("a response");
-    assert_eq!(r.status, 404);
+    // 404 for the path; an overlong request id may be refused instead, which is fine here.
+    assert!(matches!(r.status, 400 | 404), "{}", r.status);
 
     let line = instance
         .wait_event(Duration::from_secs(5), |e| {

@@ -76,5 +76,8 @@ fn names(event: &serde_json::Value, word: &str) -> bool {
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "target" | "module_path" | "filename"))
         .filter_map(|(_, v)| v.as_str())
-        .any(|v| v.split(|c: char| !c.is_alphanumeric()).any(|w| w == word))
+        .any(|v| {
+            v.split(|c: char| !c.is_alphanumeric())
+                .any(|w| w.eq_ignore_ascii_case(word))
+        })
 }
