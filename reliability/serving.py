@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import ctypes
+import fcntl
+import http.client
 import json
 import os
 import re
@@ -17,12 +19,13 @@ import socket
 import statistics
 import subprocess
 import tempfile
+import termios
 import threading
 import time
 from pathlib import Path
 
-from harness import (HERE, HOST, Claim, Row, Server, StartError, _die_with_parent, fmt_bytes,
-                     request, scratch)
+from harness import (HERE, HOST, Claim, Row, Server, StartError, _die_with_parent, binary,
+                     fmt_bytes, free_port, request, scratch)
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -288,10 +291,9 @@ class PipedServer(Server):
     """A server whose stdout is a pipe this process never reads (until `drain`)."""
 
     def start(self, ready_timeout: float = 20.0) -> "PipedServer":
-        from harness import free_port
         for attempt in range(3):
             self.api_port, self.admin_port = free_port(), free_port()
-            self.proc = subprocess.Popen([self._binary()], env=self._env(),
+            self.proc = subprocess.Popen([binary()], env=self._env(),
                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
             try:
@@ -303,14 +305,7 @@ class PipedServer(Server):
                     raise
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _binary() -> str:
-        from harness import binary
-        return binary()
-
     def pipe_bytes(self) -> int:
-        import fcntl
-        import termios
         buf = fcntl.ioctl(self.proc.stdout.fileno(), termios.FIONREAD, b"\0\0\0\0")
         return int.from_bytes(buf, "little")
 
@@ -441,7 +436,6 @@ def unprocessable(command: str) -> list[Row]:
     n = 200
     with Server(env) as srv:
         def cost(body: bytes) -> tuple[float, int, bytes]:
-            import http.client
             conn = http.client.HTTPConnection(HOST, srv.api_port, timeout=10)
             cpu0 = srv.cpu_seconds()
             for _ in range(n):
