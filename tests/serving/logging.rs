@@ -16,20 +16,20 @@ fn padded_request() -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").into_bytes()
 }
 
-/// Sends up to `n` requests over 4 keep-alive connections, each answer awaited at most 2 s;
+/// Sends up to `n` requests over 4 keep-alive connections, each answer awaited at most 5 s;
 /// a connection stops at its first failure. Returns how many were answered.
 fn send_requests(api: SocketAddr, n: usize) -> usize {
     let workers: Vec<_> = (0..4)
         .map(|_| {
             std::thread::spawn(move || {
                 let req = padded_request();
-                let mut conn = Conn::new(connect(api, Duration::from_secs(2)));
+                let mut conn = Conn::new(connect(api, Duration::from_secs(5)));
                 let mut answered = 0;
                 for _ in 0..n / 4 {
                     if conn.stream.write_all(&req).is_err() {
                         break;
                     }
-                    let deadline = Instant::now() + Duration::from_secs(2);
+                    let deadline = Instant::now() + Duration::from_secs(5);
                     match conn.read_response(false, deadline) {
                         Ok(r) if r.status == 404 => answered += 1,
                         _ => break,
