@@ -19,6 +19,10 @@ use std::{
     time::Duration,
 };
 
+use futures_util::{
+    FutureExt,
+    future::{Fuse, FusedFuture},
+};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -100,8 +104,8 @@ pub struct Instance {
     pub api_addr: SocketAddr,
     /// Where the admin listener listens.
     pub admin_addr: SocketAddr,
-    api: JoinHandle<io::Result<()>>,
-    admin: oneshot::Receiver<io::Result<()>>,
+    api: Fuse<JoinHandle<io::Result<()>>>,
+    admin: Fuse<oneshot::Receiver<io::Result<()>>>,
     admin_stopping: CancellationToken,
     /// Stops the admin thread also when the instance is dropped without running to the end.
     _admin_guard: tokio_util::sync::DropGuard,
@@ -141,8 +145,8 @@ pub fn start(config: Config) -> Result<Instance, String> {
         state,
         api_addr,
         admin_addr,
-        api,
-        admin,
+        api: api.fuse(),
+        admin: admin.fuse(),
         _admin_guard: admin_stopping.clone().drop_guard(),
         admin_stopping,
     })
@@ -188,12 +192,16 @@ impl Instance {
             shutdown_timeout_ms = config.shutdown_timeout.as_millis() as u64,
             "stopping: listener closed, finishing requests in flight"
         );
-        let finished = tokio::select! {
-            result = tokio::time::timeout(config.shutdown_timeout, &mut self.api) => result.is_ok(),
-            signal = signals.recv() => return interrupted(signal),
-        };
+        // A listener that ended has already finished its connections.
+        let finished = self.api.is_terminated()
+            || tokio::select! {
+                result = tokio::time::timeout(config.shutdown_timeout, &mut self.api) => result.is_ok(),
+                signal = signals.recv() => return interrupted(signal),
+            };
         self.admin_stopping.cancel();
-        let _ = tokio::time::timeout(ADMIN_STOP, &mut self.admin).await;
+        if !self.admin.is_terminated() {
+            let _ = tokio::time::timeout(ADMIN_STOP, &mut self.admin).await;
+        }
         match (failed, finished) {
             (true, _) => {
                 tracing::error!("stopped after a listener failed");
@@ -224,12 +232,25 @@ fn interrupted(signal: i32) -> Exit {
     Exit::Interrupted(signal)
 }
 
+/// Connections the kernel completes and queues while the accept loop waits for a free slot
+/// (tokio's `TcpListener::bind` uses the same; std's uses 128). The kernel caps it at
+/// `net.core.somaxconn`.
+const BACKLOG: i32 = 1024;
+
 fn bind(config: &Config, port: u16, variable: &str) -> Result<StdListener, String> {
+    use socket2::{Domain, Socket, Type};
     let addr = SocketAddr::new(config.host, port);
-    let listener = StdListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|err| format!("cannot listen on {addr} (POEM_API_HOST, {variable}): {err}"))?;
-    Ok(listener)
+    let listen = || -> io::Result<StdListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        // As tokio's and std's bind: a restarted server can bind while old connections are
+        // in TIME_WAIT.
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket.into())
+    };
+    listen().map_err(|err| format!("cannot listen on {addr} (POEM_API_HOST, {variable}): {err}"))
 }
 
 /// The admin listener on a thread with a single-threaded runtime of its own: CPU-heavy or

@@ -422,9 +422,9 @@ impl HeadScan {
             return false;
         };
         match memchr::memchr(b'\n', bytes) {
-            Some(_) => {
+            Some(end) => {
                 self.line = None;
-                false
+                seen + end > MAX_REQUEST_LINE
             }
             None => {
                 self.line = Some(seen + bytes.len());
