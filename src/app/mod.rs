@@ -7,7 +7,7 @@ pub mod table;
 
 use std::{
     panic::AssertUnwindSafe,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use poem::{
     Endpoint, IntoResponse, PathPattern, Request, Response, Result,
+    endpoint::BoxEndpoint,
     error::ResponseError,
     http::{HeaderValue, Method, StatusCode, Uri, Version, header, uri::Authority},
 };
@@ -22,7 +23,7 @@ use rand::Rng;
 
 use crate::{
     error::{ApiError, error_response},
-    metrics::{RequestLabels, method_label, status_class},
+    metrics::{RequestHandles, RequestLabels, method_label, status_class, status_class_index},
     state::AppState,
 };
 use table::{RouteEntry, RouteTable};
@@ -90,6 +91,33 @@ pub struct Pipeline<E> {
     handlers: E,
     routes: RouteTable,
     documents: Vec<Document>,
+    /// The metric series of every route, method and status class.
+    series: Series,
+    /// Operations called straight from the pipeline (see [`Pipeline::with_direct`]).
+    direct: Vec<(Arc<str>, Method, BoxEndpoint<'static>)>,
+}
+
+/// Per route (by template), per method it serves: the series of each status class, resolved on
+/// first use (so `/metrics` lists only series that have counted something).
+type Series = Vec<(Arc<str>, Vec<(Method, [OnceLock<RequestHandles>; 5])>)>;
+
+fn series_slots(routes: &RouteTable, documents: &[Document]) -> Series {
+    let both = routes
+        .entries()
+        .map(|e| (e.template.clone(), e.methods().to_vec()))
+        .chain(
+            documents
+                .iter()
+                .map(|d| (Arc::from(d.path), vec![Method::GET, Method::HEAD])),
+        );
+    both.map(|(route, methods)| {
+        let per_method = methods
+            .into_iter()
+            .map(|method| (method, Default::default()))
+            .collect();
+        (route, per_method)
+    })
+    .collect()
 }
 
 impl<E: Endpoint> Pipeline<E> {
@@ -103,12 +131,23 @@ impl<E: Endpoint> Pipeline<E> {
         documents: Vec<Document>,
     ) -> Self {
         Self {
+            series: series_slots(&routes, &documents),
+            direct: Vec::new(),
             listener,
             state,
             handlers,
             routes,
             documents,
         }
+    }
+
+    /// Calls these operations (route template, method, endpoint) straight from the pipeline
+    /// instead of through `handlers`: poem's router would look the path up again and move the
+    /// request through three more boxed endpoints, for operations that need nothing from it (no
+    /// path or query parameters).
+    pub fn with_direct(mut self, direct: Vec<(Arc<str>, Method, BoxEndpoint<'static>)>) -> Self {
+        self.direct = direct;
+        self
     }
 
     fn resolve(&self, path: &str) -> Target<'_> {
@@ -203,9 +242,20 @@ impl<E: Endpoint> Endpoint for Pipeline<E> {
                 Target::Document(document) => Some(document.path.into()),
                 Target::Other => None,
             },
+            series: None,
             request_id,
             done: false,
         };
+        exchange.series = exchange.route.as_ref().and_then(|route| {
+            let (_, methods) = self
+                .series
+                .iter()
+                .find(|(r, _)| Arc::ptr_eq(r, route) || r == route)?;
+            methods
+                .iter()
+                .find(|(m, _)| *m == exchange.method)
+                .map(|(_, h)| h)
+        });
 
         let result = match protocol_error(&req) {
             Some(err) => Err(err),
@@ -283,6 +333,8 @@ struct Exchange<'a> {
     method: Method,
     uri: Uri,
     route: Option<Arc<str>>,
+    /// The series slots of the route and method, if it is one of the table's.
+    series: Option<&'a [OnceLock<RequestHandles>; 5]>,
     request_id: String,
     done: bool,
 }
@@ -291,16 +343,21 @@ impl Exchange<'_> {
     fn finish(&mut self, status: u16) {
         self.done = true;
         let elapsed = self.started.elapsed();
-        let route = self.route.clone().unwrap_or_else(|| UNMATCHED.into());
-        let labels = RequestLabels {
+        let route = self.route.as_deref().unwrap_or(UNMATCHED);
+        let labels = || RequestLabels {
             listener: self.listener.label(),
             method: method_label(&self.method),
-            route,
+            route: route.into(),
             status: status_class(status),
         };
-        self.state.metrics.observe(&labels, elapsed);
+        match self.series {
+            Some(series) => series[status_class_index(status)]
+                .get_or_init(|| self.state.metrics.handles(&labels()))
+                .observe(elapsed),
+            None => self.state.metrics.observe(&labels(), elapsed),
+        }
         if self.state.config.access_log {
-            self.log(&labels.route, status, elapsed);
+            self.log(route, status, elapsed);
         }
     }
 

@@ -29,6 +29,11 @@ impl RouteEntry {
         self.methods.contains(method)
     }
 
+    /// The methods it serves.
+    pub fn methods(&self) -> &[Method] {
+        &self.methods
+    }
+
     /// The value of the `Allow` header of a 405 answer.
     pub fn allow(&self) -> &HeaderValue {
         &self.allow
@@ -113,6 +118,11 @@ impl RouteTable {
             })
             .collect();
         Self(routes)
+    }
+
+    /// Every route, in table order.
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<RouteEntry>> {
+        self.0.iter()
     }
 
     /// The route `path` belongs to, if any.

@@ -16,10 +16,10 @@ pub mod info;
 pub mod stream;
 pub mod testing;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
-use poem::{Endpoint, IntoEndpoint, Response};
-use poem_openapi::{OpenApiService, Tags};
+use poem::{Endpoint, IntoEndpoint, Response, endpoint::BoxEndpoint, http::Method};
+use poem_openapi::{OpenApi, OpenApiService, Tags};
 
 use crate::{
     app::{Document, Listener, Pipeline, table::RouteTable},
@@ -84,9 +84,48 @@ pub fn document(config: &Config) -> String {
     serde_json::to_string_pretty(&spec).expect("a JSON value serializes")
 }
 
+/// The operations without path or query parameters, each as its endpoint: the pipeline calls
+/// them without poem's router (see `Pipeline::with_direct`).
+fn direct_operations(
+    table: &RouteTable,
+    spec: &serde_json::Value,
+) -> Vec<(Arc<str>, Method, BoxEndpoint<'static>)> {
+    let mut endpoints = HashMap::new();
+    (
+        info::InfoApi,
+        echo::EchoApi,
+        testing::TestingApi,
+        stream::StreamApi,
+    )
+        .add_routes(&mut endpoints);
+    let mut direct = Vec::new();
+    for entry in table.entries() {
+        if entry.template.contains('{') {
+            continue;
+        }
+        for method in entry.methods() {
+            let operation = &spec["paths"][&*entry.template][method.as_str().to_ascii_lowercase()];
+            let has_query = operation["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+            let endpoint = endpoints
+                .get_mut(&*entry.template)
+                .and_then(|by_method| by_method.remove(method));
+            if let (false, Some(endpoint)) = (has_query, endpoint) {
+                direct.push((entry.template.clone(), method.clone(), endpoint));
+            }
+        }
+    }
+    direct
+}
+
 /// The public API: the operations behind the pipeline, and the two documents as shared bytes.
 pub fn api(state: Arc<AppState>) -> impl Endpoint<Output = Response> + 'static {
     let service = openapi();
+    let spec: serde_json::Value =
+        serde_json::from_str(&service.spec()).expect("the generated spec is JSON");
+    let table = RouteTable::from_openapi(&spec);
+    let direct = direct_operations(&table, &spec);
     let documents = vec![
         Document {
             path: "/openapi.json",
@@ -103,9 +142,10 @@ pub fn api(state: Arc<AppState>) -> impl Endpoint<Output = Response> + 'static {
         Listener::Api,
         state,
         service.into_endpoint(),
-        route_table(),
+        table,
         documents,
     )
+    .with_direct(direct)
 }
 
 /// Puts `handlers` behind the API's pipeline, without the documents. Public so tests can put
