@@ -266,12 +266,12 @@ impl<E: Endpoint> Endpoint for Pipeline<E> {
             Ok(response) => response,
             Err(err) => {
                 if err.status().is_server_error() {
-                    tracing::error!(request_id = %exchange.request_id, error = %err, "request failed");
+                    tracing::error!(request_id = exchange.request_id.as_str(), error = %err, "request failed");
                 }
                 if exchange.route.is_none() {
                     exchange.route = err.data::<PathPattern>().map(|p| p.0.clone());
                 }
-                error_response(&err, exchange.uri.path(), &exchange.request_id)
+                error_response(&err, exchange.uri.path(), exchange.request_id.as_str())
             }
         };
         if exchange.route.is_none() {
@@ -289,7 +289,7 @@ impl<E> Pipeline<E> {
     fn finish_headers(&self, target: &Target<'_>, response: &mut Response, exchange: &Exchange) {
         let status = response.status();
         let headers = response.headers_mut();
-        if let Ok(value) = HeaderValue::from_str(&exchange.request_id) {
+        if let Ok(value) = HeaderValue::from_bytes(exchange.request_id.as_str().as_bytes()) {
             headers.insert(REQUEST_ID, value);
         }
         let required = match status {
@@ -335,7 +335,7 @@ struct Exchange<'a> {
     route: Option<Arc<str>>,
     /// The series slots of the route and method, if it is one of the table's.
     series: Option<&'a [OnceLock<RequestHandles>; 5]>,
-    request_id: String,
+    request_id: RequestId,
     done: bool,
 }
 
@@ -407,13 +407,42 @@ fn logged_path(path: &str) -> (&str, bool) {
     (&path[..end], true)
 }
 
+/// A request id, kept on the stack: at most [`RequestId::MAX`] visible ASCII characters.
+struct RequestId {
+    bytes: [u8; RequestId::MAX],
+    len: usize,
+}
+
+impl RequestId {
+    /// The longest id taken from a client.
+    const MAX: usize = 128;
+
+    fn as_str(&self) -> &str {
+        // Only visible ASCII is ever stored.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
 /// The client's request id if it is a reasonable one, else a new UUID.
-fn request_id(req: &Request) -> String {
-    req.headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+fn request_id(req: &Request) -> RequestId {
+    let mut id = RequestId {
+        bytes: [0; RequestId::MAX],
+        len: 0,
+    };
+    let given = req.headers().get(REQUEST_ID).map(HeaderValue::as_bytes);
+    match given {
+        Some(v)
+            if !v.is_empty() && v.len() <= RequestId::MAX && v.iter().all(u8::is_ascii_graphic) =>
+        {
+            id.bytes[..v.len()].copy_from_slice(v);
+            id.len = v.len();
+        }
+        _ => {
+            let uuid = uuid::Uuid::new_v4();
+            id.len = uuid.hyphenated().encode_lower(&mut id.bytes).len();
+        }
+    }
+    id
 }
 
 /// What hyper lets through but HTTP/1.1 forbids or this server does not do, as nginx answers

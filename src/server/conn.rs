@@ -180,7 +180,7 @@ impl Track {
 
     /// Bytes arrived; `head_end` is the offset past a `\r\n\r\n` among them, if any.
     /// True when they are the first bytes of a new head after an idle time.
-    fn bytes_read(&self, n: usize, head_end: Option<u64>, now: Instant) -> bool {
+    fn bytes_read(&self, n: usize, head_end: Option<u64>, now: impl FnOnce() -> Instant) -> bool {
         self.read_total.fetch_add(n as u64, Relaxed);
         if let Some(end) = head_end {
             self.head_end.store(end, Relaxed);
@@ -189,7 +189,7 @@ impl Track {
             return false;
         }
         self.idle_since.store(UNSET, Relaxed);
-        self.head_since.store(self.stamp(now), Relaxed);
+        self.head_since.store(self.stamp(now()), Relaxed);
         self.changed();
         true
     }
@@ -464,7 +464,7 @@ impl AsyncRead for TrackedIo {
         }
         let track = &this.track;
         let end = this.scan.scan(bytes, track.read_total.load(Relaxed));
-        if track.bytes_read(bytes.len(), end, Instant::now()) {
+        if track.bytes_read(bytes.len(), end, Instant::now) {
             // The first bytes of a new head: its request line starts here.
             this.scan.line = Some(0);
         }
@@ -592,7 +592,7 @@ mod tests {
     async fn after_a_response_the_keep_alive_clock_runs_until_the_next_byte() {
         let track = Track::new(Instant::now());
         let request = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
-        track.bytes_read(request.len(), Some(request.len() as u64), Instant::now());
+        track.bytes_read(request.len(), Some(request.len() as u64), Instant::now);
         track.request_started(false);
         assert_eq!(
             expiry(&track),
@@ -604,7 +604,7 @@ mod tests {
         let idle_at = Duration::from_secs(1) + TIMEOUTS.keep_alive;
         assert_eq!(expiry(&track), Some((idle_at, Expiry::Idle)));
         tokio::time::advance(Duration::from_secs(2)).await;
-        track.bytes_read(3, None, Instant::now());
+        track.bytes_read(3, None, Instant::now);
         let head_at = Duration::from_secs(3) + TIMEOUTS.header_read;
         assert_eq!(expiry(&track), Some((head_at, Expiry::SlowHead)));
     }
@@ -615,7 +615,7 @@ mod tests {
         let bytes = b"GET / HTTP/1.1\r\nhost: a\r\n\r\nGET / HT";
         let mut scan = HeadScan::default();
         let end = scan.scan(bytes, 0);
-        track.bytes_read(bytes.len(), end, Instant::now());
+        track.bytes_read(bytes.len(), end, Instant::now);
         track.request_started(false);
         tokio::time::advance(Duration::from_secs(1)).await;
         track.response_finished(Instant::now());
