@@ -31,17 +31,12 @@ KiB = 1024
 MiB = 1024 * 1024
 
 
-def memory_budget(max_connections: int, header_limit: int = 32 * KiB, body_limit: int = 64 * KiB,
-                  max_streams: int = 64) -> int:
-    """The worst-case RSS the server states for its limits, in bytes.
-
-    The binary has no way to print it, so this repeats the formula the server documents
-    (`poem_api::server::MemoryBudget`); keep the two in step. 24 MiB for the process itself;
-    per connection its head and body limits, three 64 KiB buffers and 16 KiB of state; 64 KiB
-    for each concurrent stream.
-    """
-    per_connection = header_limit + body_limit + 3 * 64 * KiB + 16 * KiB
-    return 24 * MiB + max_connections * per_connection + max_streams * 64 * KiB
+def memory_budget(env: dict[str, str]) -> int:
+    """The worst-case memory the server states for the limits in `env`, in bytes: what
+    `poem-api --memory-budget` prints (`poem_api::server::MemoryBudget`)."""
+    out = subprocess.run([binary(), "--memory-budget"], env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    return int(json.loads(out)["total"])
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -208,7 +203,8 @@ def slow_readers(command: str, n: int = 200) -> list[Row]:
            # The old core's spin began once the keep-alive timeout had passed.
            "POEM_API_KEEP_ALIVE_TIMEOUT": f"{int(keep_alive)}s",
            "POEM_API_ACCESS_LOG": "false", "POEM_API_LOG": "warn"}
-    budget = memory_budget(n)  # the stated worst case with n connections open
+    # The stated worst case with n connections open.
+    budget = memory_budget({**env, "POEM_API_MAX_CONNECTIONS": str(n)})
     out = scratch("slowhttptest") / "slowread"
     with Server(env) as srv:
         for _ in range(20):
@@ -629,7 +625,7 @@ def all_limits(command: str) -> list[Row]:
            "POEM_API_HEADER_READ_TIMEOUT": "30s", "POEM_API_REQUEST_TIMEOUT": "30s",
            "POEM_API_SEND_TIMEOUT": "30s", "POEM_API_KEEP_ALIVE_TIMEOUT": "30s",
            "POEM_API_ACCESS_LOG": "false", "POEM_API_LOG": "warn"}
-    budget = memory_budget(limit, header_limit, body_limit, streams)
+    budget = memory_budget(env)
     share = (limit - streams) // 3
     socks: list[socket.socket] = []
     with Server(env) as srv:
@@ -671,8 +667,7 @@ def all_limits(command: str) -> list[Row]:
                f"unfinished, {share} bodies of {body_limit // KiB - 1} KiB unfinished, "
                f"{limit - streams - 2 * share} slow readers of /docs, {streams} unread streams "
                f"(= stream limit); RSS {fmt_bytes(rss0)} -> peak {fmt_bytes(rss_peak)}, stated "
-               f"worst case {fmt_bytes(budget)} (24 MiB + {limit} x (head + body + 3 x 64 KiB + "
-               f"16 KiB) + {streams} x 64 KiB); admin /healthz "
+               f"worst case {fmt_bytes(budget)} (`poem-api --memory-budget`); admin /healthz "
                + (f"{health * 1000:.0f} ms" if health is not None else "failed"))
     return [Row("all-limits-at-once", "every limit reached at once: RSS stays under the stated "
                 "worst case", c.ok, figures, command, c.failures)]

@@ -111,6 +111,11 @@ pub struct Config {
     /// Write one log event per request (method, route, status, latency, request id).
     #[arg(long, env = "POEM_API_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
+
+    /// Print the worst-case memory for these settings (bytes, as JSON) and exit: the figure a
+    /// container's memory limit must cover.
+    #[arg(long)]
+    pub memory_budget: bool,
 }
 
 /// How log events are written.

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use poem_api::{config::Config, instance, lifecycle::StopSignals, telemetry};
+use poem_api::{config::Config, instance, lifecycle::StopSignals, server::MemoryBudget, telemetry};
 
 // musl's malloc takes one lock for every thread, and the static Nix build links musl: there,
 // mimalloc replaces it. On glibc the system allocator stays; see the README's "Allocator".
@@ -16,6 +16,14 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => err.exit(),
     };
+    if config.memory_budget {
+        let budget = MemoryBudget::for_config(&config);
+        println!(
+            r#"{{"per_connection":{},"base":{},"total":{}}}"#,
+            budget.per_connection, budget.base, budget.total
+        );
+        return ExitCode::SUCCESS;
+    }
     // Held to the end of main: dropping it flushes the queued log lines.
     let _log_guard = match telemetry::init(&config) {
         Ok(guard) => guard,
