@@ -75,6 +75,37 @@ fn every_in_flight_request_can_finish_within_the_shutdown_timeout() {
     }
 }
 
+/// Client-side `kubectl apply` writes every field of the manifest over the live object, so a
+/// `replicas` in the manifest resets what the HorizontalPodAutoscaler chose and kills the pods it
+/// added, on every apply. Where an HPA scales a Deployment, the manifest must leave the field out.
+#[test]
+#[ignore = "needs kubectl"]
+fn no_deployment_scaled_by_an_hpa_sets_replicas() {
+    for tree in TREES {
+        // Arrange
+        let objects = support::render(tree);
+        let scaled: Vec<&str> = objects
+            .iter()
+            .filter(|o| o["kind"] == "HorizontalPodAutoscaler")
+            .filter(|hpa| hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment")
+            .filter_map(|hpa| hpa["spec"]["scaleTargetRef"]["name"].as_str())
+            .collect();
+        assert!(!scaled.is_empty(), "{tree}: no HPA scales a Deployment");
+
+        for name in scaled {
+            // Act
+            let deployment = find(&objects, "Deployment", name);
+
+            // Assert
+            assert!(
+                deployment["spec"].get("replicas").is_none(),
+                "{tree}: Deployment {name} is scaled by an HPA but sets replicas: {}",
+                deployment["spec"]["replicas"]
+            );
+        }
+    }
+}
+
 /// A misspelt variable is silently ignored by the server; here it fails the build instead.
 #[test]
 #[ignore = "needs kubectl"]
