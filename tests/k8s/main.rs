@@ -106,6 +106,96 @@ fn no_deployment_scaled_by_an_hpa_sets_replicas() {
     }
 }
 
+/// The HPA's utilization is relative to the CPU request, but what a pod can do is bounded by its
+/// worker threads and its CPU limit. Under a 1-CPU limit tokio runs one worker; a 70% target of a
+/// 250m request would then scale out at a sixth of a pod's capacity. The target, read back in
+/// cores, must lie between half and nine tenths of what the workers can use.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_hpa_scales_out_at_a_sensible_share_of_what_the_workers_can_use() {
+    for tree in TREES {
+        // Arrange
+        let objects = support::render(tree);
+        let container = server_container(deployment(&objects));
+        let hpa = find(&objects, "HorizontalPodAutoscaler", "poem-api");
+        let request = support::resource(container, "requests", "cpu");
+        let limit = support::resource(container, "limits", "cpu");
+        let workers: f64 = support::env_var(container, "TOKIO_WORKER_THREADS")
+            .unwrap_or_else(|| panic!("{tree}: TOKIO_WORKER_THREADS is not stated"))
+            .parse()
+            .expect("TOKIO_WORKER_THREADS is a number");
+        let cpu = hpa["spec"]["metrics"]
+            .as_array()
+            .expect("the HPA has metrics")
+            .iter()
+            .find(|m| m["type"] == "Resource" && m["resource"]["name"] == "cpu")
+            .unwrap_or_else(|| panic!("{tree}: the HPA does not scale on CPU"));
+        assert_eq!(cpu["resource"]["target"]["type"], "Utilization", "{tree}");
+        let utilization = cpu["resource"]["target"]["averageUtilization"]
+            .as_f64()
+            .expect("averageUtilization");
+
+        // Act
+        let capacity = limit.min(workers);
+        let target = request * utilization / 100.0;
+
+        // Assert
+        assert_eq!(
+            workers,
+            limit.floor().max(1.0),
+            "{tree}: {workers} worker threads for a CPU limit of {limit}: more would contend for \
+             the quota, fewer would leave it unused"
+        );
+        assert!(
+            (0.5 * capacity..=0.9 * capacity).contains(&target),
+            "{tree}: the HPA scales out at {target:.3} CPU ({utilization}% of the {request} CPU \
+             request), but a pod can use {capacity} CPU ({workers} workers, limit {limit})"
+        );
+    }
+}
+
+/// Requests equal to limits for CPU and memory put the pod in the Guaranteed QoS class: it gets
+/// what the memory arithmetic sized it for, and is the last to go under node pressure.
+#[test]
+#[ignore = "needs kubectl"]
+fn every_pod_is_in_the_guaranteed_qos_class() {
+    for tree in TREES {
+        let objects = support::render(tree);
+        let container = server_container(deployment(&objects));
+        for resource in ["cpu", "memory"] {
+            let request = support::resource(container, "requests", resource);
+            let limit = support::resource(container, "limits", resource);
+            assert_eq!(
+                request, limit,
+                "{tree}: {resource} request {request} is not the limit {limit}"
+            );
+        }
+    }
+}
+
+/// The liveness probe keeps running while the pod stops; it must not give up on a process that
+/// is still draining and finishing requests, or a graceful stop becomes a restart.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_liveness_probe_outlasts_a_graceful_stop() {
+    for tree in TREES {
+        let objects = support::render(tree);
+        let container = server_container(deployment(&objects));
+        let config = effective_config(container);
+        let probe = &container["livenessProbe"];
+
+        // Kubernetes' defaults: periodSeconds 10, failureThreshold 3.
+        let patience = seconds(&probe["periodSeconds"], 10)
+            * u32::try_from(probe["failureThreshold"].as_u64().unwrap_or(3)).unwrap();
+        let stop = config.drain_delay + config.shutdown_timeout;
+
+        assert!(
+            patience > stop,
+            "{tree}: liveness gives up after {patience:?}, a graceful stop takes up to {stop:?}"
+        );
+    }
+}
+
 /// A misspelt variable is silently ignored by the server; here it fails the build instead.
 #[test]
 #[ignore = "needs kubectl"]
