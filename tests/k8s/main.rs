@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::{TREES, effective_config, find, resolve_port, seconds, server_container};
 
 /// Time the grace period must leave beyond drain delay + shutdown timeout: the signal's delivery,
@@ -363,6 +363,206 @@ fn the_network_policy_refers_to_ports_the_container_declares() {
             "{tree}: ingress ports"
         );
     }
+}
+
+/// The ServiceMonitor finds its targets through a Service; that Service must list every pod's
+/// admin port (draining ones included), add no virtual IP in front of it, and be the only one
+/// selected, so the API Service stays API-only. The scrape path is checked against the real
+/// binary.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_service_monitor_scrapes_the_admin_port_of_every_pod_through_a_headless_service() {
+    let mut checked = 0;
+    for tree in TREES {
+        // Arrange
+        let objects = support::render(tree);
+        let Some(monitor) = objects.iter().find(|o| o["kind"] == "ServiceMonitor") else {
+            continue;
+        };
+        let container = server_container(deployment(&objects));
+        let config = effective_config(container);
+
+        // Act
+        let selected: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "Service")
+            .filter(|s| support::selects(&monitor["spec"]["selector"], &s["metadata"]["labels"]))
+            .collect();
+
+        // Assert
+        let [service] = selected.as_slice() else {
+            panic!(
+                "{tree}: the ServiceMonitor selects {} Services, not one",
+                selected.len()
+            );
+        };
+        assert_eq!(service["spec"]["clusterIP"], "None", "{tree}: headless");
+        assert_eq!(
+            service["spec"]["publishNotReadyAddresses"], true,
+            "{tree}: a draining pod (readiness 503) must still be scraped"
+        );
+        assert!(
+            support::selects(
+                &json!({ "matchLabels": service["spec"]["selector"] }),
+                &deployment(&objects)["spec"]["template"]["metadata"]["labels"]
+            ),
+            "{tree}: the metrics Service does not select the pods"
+        );
+        let ports = service["spec"]["ports"].as_array().expect("ports");
+        let targets: Vec<u16> = ports
+            .iter()
+            .map(|p| resolve_port(container, &p["targetPort"]))
+            .collect();
+        assert_eq!(
+            targets,
+            [config.admin_port],
+            "{tree}: metrics Service targets"
+        );
+        let endpoints = monitor["spec"]["endpoints"].as_array().expect("endpoints");
+        assert!(
+            !endpoints.is_empty(),
+            "{tree}: the ServiceMonitor has no endpoint"
+        );
+        let server = Server::start(container);
+        for endpoint in endpoints {
+            assert!(
+                ports.iter().any(|p| p["name"] == endpoint["port"]),
+                "{tree}: the ServiceMonitor scrapes port {}, which the Service does not name",
+                endpoint["port"]
+            );
+            let path = endpoint["path"].as_str().unwrap_or("/metrics");
+            if let Err(e) = support::wait_for_status(
+                server.admin,
+                path,
+                200,
+                Duration::from_millis(50),
+                Duration::from_secs(10),
+            ) {
+                panic!("{tree}: the ServiceMonitor scrapes {path}, which answers no 200: {e}");
+            }
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "the production overlays have a ServiceMonitor"
+    );
+}
+
+/// The alerts select their series by `job`; prometheus-operator sets that label from the
+/// ServiceMonitor's `jobLabel` (the value of that label on the scraped Service). A mismatch
+/// leaves every alert silent and `PoemApiAbsent` firing.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_alert_rules_select_the_job_the_service_monitor_produces() {
+    let mut checked = 0;
+    for tree in TREES {
+        // Arrange
+        let objects = support::render(tree);
+        let Some(rule) = objects.iter().find(|o| o["kind"] == "PrometheusRule") else {
+            continue;
+        };
+        let monitor = find(&objects, "ServiceMonitor", "poem-api");
+        let service = find(&objects, "Service", "poem-api-metrics");
+        let job_label = monitor["spec"]["jobLabel"]
+            .as_str()
+            .expect("the ServiceMonitor sets jobLabel");
+        let job = service["metadata"]["labels"][job_label]
+            .as_str()
+            .unwrap_or_else(|| panic!("{tree}: the metrics Service has no label {job_label}"));
+
+        // Act
+        let selected: Vec<String> = rule["spec"]["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .filter_map(|r| r["expr"].as_str().map(str::to_owned))
+            .flat_map(|expr| {
+                expr.split("job=\"")
+                    .skip(1)
+                    .map(|rest| rest.split('"').next().unwrap_or_default().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+
+        // Assert
+        assert!(!selected.is_empty(), "{tree}: no rule selects a job");
+        for selected in selected {
+            assert_eq!(
+                selected, job,
+                "{tree}: a rule selects job=\"{selected}\", the ServiceMonitor produces job=\"{job}\""
+            );
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "the production overlays have a PrometheusRule"
+    );
+}
+
+/// The HTTPRoute and the Ingress reach the API listener through the API Service, never the
+/// admin listener.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_route_and_the_ingress_send_traffic_to_the_api_port() {
+    let mut entry_points = 0;
+    for tree in TREES {
+        // Arrange
+        let objects = support::render(tree);
+        let container = server_container(deployment(&objects));
+        let config = effective_config(container);
+        let backend_port = |service: &str, port: &Value| -> u16 {
+            let service = find(&objects, "Service", service);
+            let entry = service["spec"]["ports"]
+                .as_array()
+                .expect("ports")
+                .iter()
+                .find(|p| p["port"] == *port || p["name"] == *port)
+                .unwrap_or_else(|| panic!("{tree}: the Service has no port {port}"));
+            resolve_port(container, &entry["targetPort"])
+        };
+
+        // Act
+        let mut targets = Vec::new();
+        for route in objects.iter().filter(|o| o["kind"] == "HTTPRoute") {
+            for rule in route["spec"]["rules"].as_array().expect("rules") {
+                for backend in rule["backendRefs"].as_array().expect("backendRefs") {
+                    let service = backend["name"].as_str().expect("a backend name");
+                    targets.push(backend_port(service, &backend["port"]));
+                }
+            }
+            entry_points += 1;
+        }
+        for ingress in objects.iter().filter(|o| o["kind"] == "Ingress") {
+            for rule in ingress["spec"]["rules"].as_array().expect("rules") {
+                for path in rule["http"]["paths"].as_array().expect("paths") {
+                    let service = &path["backend"]["service"];
+                    let port = if service["port"]["name"].is_null() {
+                        &service["port"]["number"]
+                    } else {
+                        &service["port"]["name"]
+                    };
+                    targets.push(backend_port(service["name"].as_str().expect("name"), port));
+                }
+            }
+            entry_points += 1;
+        }
+
+        // Assert
+        for target in targets {
+            assert_eq!(
+                target, config.port,
+                "{tree}: public traffic goes to port {target}, the API listener is {}",
+                config.port
+            );
+        }
+    }
+    assert_eq!(
+        entry_points, 2,
+        "one HTTPRoute and one Ingress across the overlays"
+    );
 }
 
 /// The real binary, started with a container's environment but on loopback and free ports.

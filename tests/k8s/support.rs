@@ -22,7 +22,26 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Every kustomize tree under `k8s/`: the base and each overlay.
-pub const TREES: [&str; 3] = ["base", "overlays/minikube", "overlays/production"];
+pub const TREES: [&str; 4] = [
+    "base",
+    "overlays/minikube",
+    "overlays/production",
+    "overlays/production-ingress",
+];
+
+/// Whether a label selector's `matchLabels` all appear in `labels` (the manifests use no
+/// `matchExpressions`; a selector with them panics rather than match wrongly).
+pub fn selects(selector: &Value, labels: &Value) -> bool {
+    assert!(
+        selector["matchExpressions"].is_null(),
+        "matchExpressions are not understood here: {selector}"
+    );
+    selector["matchLabels"]
+        .as_object()
+        .expect("a selector with matchLabels")
+        .iter()
+        .all(|(key, value)| &labels[key] == value)
+}
 
 /// Renders `k8s/<tree>` with `kubectl kustomize` and returns its objects as JSON values.
 ///
