@@ -173,6 +173,38 @@ fn every_pod_is_in_the_guaranteed_qos_class() {
     }
 }
 
+/// A container over its memory limit is OOM-killed, with every connection it held. The limit must
+/// cover the server's worst case for the overlay's own settings (connections, head and body
+/// limits): a thousand clients holding unfinished uploads must meet 503s and backpressure, not a
+/// restart.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_memory_limit_covers_the_servers_worst_case_for_the_overlays_settings() {
+    for tree in TREES {
+        // Arrange
+        let objects = support::render(tree);
+        let container = server_container(deployment(&objects));
+        let config = effective_config(container);
+
+        // Act
+        let limit = support::resource(container, "limits", "memory");
+        let worst = support::worst_case_memory(&config);
+
+        // Assert
+        let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
+        assert!(
+            limit >= worst as f64,
+            "{tree}: memory limit {:.0} MiB is below the worst case of {:.0} MiB for \
+             {} connections with {} B heads and {} B bodies",
+            mib(limit),
+            mib(worst as f64),
+            config.max_connections,
+            config.header_limit,
+            config.body_limit,
+        );
+    }
+}
+
 /// The liveness probe keeps running while the pod stops; it must not give up on a process that
 /// is still draining and finishing requests, or a graceful stop becomes a restart.
 #[test]
