@@ -1,5 +1,6 @@
 # `nix flake check`: the gates of .ci/run, reusing the dependencies the package built once
-# (crane examples/quick-start). flake.nix adds the image and the deploy script on Linux.
+# (crane examples/quick-start). flake.nix adds the SBOM, and on Linux the images and the deploy
+# script.
 {
   lib,
   stdenv,
@@ -9,6 +10,8 @@
   craneLib,
   package,
   advisory-db,
+  # Linux: the static binary of each node architecture (flake.nix), by architecture.
+  binaries,
 }:
 let
   inherit (package) commonArgs cargoArtifacts testSrc;
@@ -54,26 +57,39 @@ in
     }
   );
 }
-// lib.optionalAttrs stdenv.hostPlatform.isLinux {
-  # What the image relies on: the binary is static and refers to no other store path, so the
-  # image's closure is this one path.
-  static =
-    runCommand "${package.name}-static"
-      {
-        nativeBuildInputs = [ file ];
-        closure = writeClosure [ package ];
-      }
-      ''
-        if [ "$(wc -l <"$closure")" != 1 ]; then
-          echo "the closure of ${package} is more than the binary:" >&2
-          cat "$closure" >&2
-          exit 1
-        fi
-        description=$(file --brief --dereference ${lib.getExe package})
-        echo "$description"
-        case $description in
-          *static*) touch $out ;;
-          *) echo "not a static executable" >&2; exit 1 ;;
-        esac
-      '';
-}
+// lib.optionalAttrs stdenv.hostPlatform.isLinux (
+  lib.mapAttrs' (
+    arch: binary:
+    # What the images rely on: each binary is static and refers to no other store path, so an
+    # image's closure is this one path. `file` reads the ELF header of any architecture, so the
+    # cross-built one is checked too, for its architecture as well.
+    let
+      machine =
+        {
+          amd64 = "x86-64";
+          arm64 = "ARM aarch64";
+        }
+        .${arch};
+    in
+    lib.nameValuePair "static-${arch}" (
+      runCommand "${binary.name}-static-${arch}"
+        {
+          nativeBuildInputs = [ file ];
+          closure = writeClosure [ binary ];
+        }
+        ''
+          if [ "$(wc -l <"$closure")" != 1 ]; then
+            echo "the closure of ${binary} is more than the binary:" >&2
+            cat "$closure" >&2
+            exit 1
+          fi
+          description=$(file --brief --dereference ${lib.getExe binary})
+          echo "$description"
+          case $description in
+            *"${machine}"*static*) touch $out ;;
+            *) echo "not a static ${machine} executable" >&2; exit 1 ;;
+          esac
+        ''
+    )
+  ) binaries
+)

@@ -1,5 +1,6 @@
-# `nix run .#deploy`: load this build's image into minikube, apply k8s/overlays/minikube with the
-# build's own tag, wait for the rollout and call the Service. Building this app builds the image.
+# `nix run .#deploy`: load this build's image for the architecture of minikube's node into
+# minikube, apply k8s/overlays/minikube with the build's own tag, wait for the rollout and call the
+# Service. Building this app builds every image it can load (one per architecture).
 # Names shared with k8s/: namespace, Deployment and Service `poem-api`, and the container image
 # `poem-api` (the overlay's `images:` entry), retagged here.
 {
@@ -10,8 +11,27 @@
   gnugrep,
   kubectl,
   minikube,
-  image,
+  # Kubernetes architecture name (a node's status.nodeInfo.architecture) -> image of that one.
+  images,
 }:
+let
+  inherit (lib)
+    attrNames
+    concatMapStrings
+    concatStringsSep
+    escapeShellArg
+    ;
+  known = concatStringsSep ", " (attrNames images);
+  # One case branch per image: sets image and tag for that architecture.
+  pickImage = concatMapStrings (arch: ''
+    ${arch})
+      image=${images.${arch}}
+      tag=${escapeShellArg images.${arch}.imageTag}
+      ;;
+  '') (attrNames images);
+  # Every image is named after container/contract.json; take the name from any one.
+  imageName = (lib.head (lib.attrValues images)).imageName;
+in
 writeShellApplication {
   name = "poem-api-deploy";
   # kubectl before minikube: minikube ships a kubectl link of its own.
@@ -23,10 +43,7 @@ writeShellApplication {
     minikube
   ];
   text = ''
-    image=${image}
-    imageName=${lib.escapeShellArg image.imageName}
-    tag=${lib.escapeShellArg image.imageTag}
-    ref=$imageName:$tag
+    imageName=${escapeShellArg imageName}
     namespace=poem-api
     timeout=''${ROLLOUT_TIMEOUT:-180s}
 
@@ -56,6 +73,22 @@ writeShellApplication {
     if [ "$context" != "$profile" ]; then
       fail "kubectl's current context is '$context', not minikube's '$profile': switch with 'kubectl config use-context $profile'"
     fi
+
+    step "Choosing the image for the architecture of minikube's nodes"
+    arches=$(kubectl get nodes -o jsonpath='{range .items[*]}{.status.nodeInfo.architecture}{"\n"}{end}' | sort -u) ||
+      fail "cannot list the nodes of minikube ('$profile') with kubectl"
+    count=$(printf '%s\n' "$arches" | grep -c . || true)
+    case $count in
+      0) fail "minikube ('$profile') has no nodes" ;;
+      1) arch=$arches ;;
+      *) fail "minikube ('$profile') has nodes of several architectures ($(printf '%s' "$arches" | tr '\n' ' ')); this deploy loads one image" ;;
+    esac
+    case $arch in
+    ${pickImage}
+    *) fail "minikube's node is $arch; this flake builds images for ${known} only" ;;
+    esac
+    ref=$imageName:$tag
+    printf '%s: %s\n' "$arch" "$image"
 
     step "Loading image $ref into minikube"
     minikube -p "$profile" image load "$image"

@@ -6,6 +6,9 @@
   package,
   revision,
   lastModifiedDate,
+  # The image's architecture, as OCI names it (amd64, arm64). dockerTools defaults it to the build
+  # machine's; a static binary for another one needs no cross-built image tooling, only this.
+  architecture,
 }:
 let
   contract = lib.importJSON ../container/contract.json;
@@ -23,6 +26,7 @@ assert lib.assertMsg (lib.head contract.entrypoint == entrypoint)
 # on as passthru (nixpkgs pkgs/build-support/docker/default.nix).
 dockerTools.buildLayeredImage {
   inherit (contract) name;
+  inherit architecture;
   # null: the tag is the hash of the image's configuration derivation, so every different build
   # has its own tag, read by deploy.nix as image.imageTag (never :latest).
   tag = null;

@@ -51,6 +51,13 @@ pub struct Config {
     #[arg(long, env = "POEM_API_KEEP_ALIVE_TIMEOUT", default_value = "75s", value_parser = positive_duration)]
     pub keep_alive_timeout: Duration,
 
+    /// A client that accepts no byte of a response for this long is disconnected, freeing its
+    /// connection slot and the response it holds. Counts time without progress, as nginx's
+    /// `send_timeout` (60 s) does; 30 s, half of it, because no client stalls that long on
+    /// purpose except one holding a slot, and as long as the request timeout.
+    #[arg(long, env = "POEM_API_SEND_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub send_timeout: Duration,
+
     /// A request whose response has not started within this time is answered with 503.
     #[arg(long, env = "POEM_API_REQUEST_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub request_timeout: Duration,
@@ -71,6 +78,15 @@ pub struct Config {
     /// 0 turns the limit off.
     #[arg(long, env = "POEM_API_MAX_IN_FLIGHT", default_value_t = 0)]
     pub max_in_flight: u32,
+
+    /// Concurrent `GET /api/v1/stream` responses; beyond it: 503 with Retry-After. Streams
+    /// hold their connection long after the in-flight limit has let the request go.
+    #[arg(long, env = "POEM_API_MAX_STREAMS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
+
+    /// A stream ends (cleanly) after this long, whatever its count and interval.
+    #[arg(long, env = "POEM_API_STREAM_MAX_DURATION", default_value = "5m", value_parser = positive_duration)]
+    pub stream_max_duration: Duration,
 
     /// Upper bound of `GET /api/v1/delay/{ms}`.
     #[arg(long, env = "POEM_API_MAX_DELAY", default_value = "10s", value_parser = duration)]

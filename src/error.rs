@@ -62,6 +62,12 @@ pub enum ApiError {
     Timeout,
     /// `503 Service Unavailable` with `Retry-After`: the in-flight limit is reached.
     Overloaded,
+    /// `503 Service Unavailable` with `Retry-After`: `POEM_API_MAX_STREAMS` streams are open.
+    TooManyStreams,
+    /// `503 Service Unavailable`: readiness fails, for the reason given.
+    NotReady(&'static str),
+    /// `501 Not Implemented`: a protocol feature this server does not support.
+    NotImplemented(&'static str),
     /// Any status a client asked for with `/api/v1/status/{code}`.
     Requested(StatusCode),
 }
@@ -69,6 +75,11 @@ pub enum ApiError {
 impl ApiError {
     /// Seconds a shed client should wait before retrying.
     pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+    /// Whether the answer tells the client when to retry.
+    fn retry_after(&self) -> bool {
+        matches!(self, Self::Overloaded | Self::TooManyStreams)
+    }
 
     fn detail(&self) -> String {
         match self {
@@ -83,6 +94,9 @@ impl ApiError {
             Self::InjectedFault => "a fault was injected on purpose (fault injection is on)".into(),
             Self::Timeout => "the request did not complete within the request timeout".into(),
             Self::Overloaded => "too many requests in flight; retry later".into(),
+            Self::TooManyStreams => "too many streams open; retry later".into(),
+            Self::NotReady(why) => format!("not ready: {why}"),
+            Self::NotImplemented(what) => (*what).into(),
             Self::Requested(status) => format!("status {} was requested", status.as_u16()),
         }
     }
@@ -104,7 +118,10 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::InjectedFault => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Timeout | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout | Self::Overloaded | Self::TooManyStreams | Self::NotReady(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Requested(status) => *status,
         }
     }
@@ -115,7 +132,7 @@ impl ResponseError for ApiError {
             problem.errors = Some(errors.clone());
         }
         let mut response = problem.into_response();
-        if let Self::Overloaded = self {
+        if self.retry_after() {
             response
                 .headers_mut()
                 .insert("retry-after", Self::RETRY_AFTER_SECONDS.into());
@@ -165,7 +182,10 @@ pub fn error_response(err: &poem::Error, instance: &str, request_id: &str) -> Re
     problem.instance = Some(instance.to_owned());
     problem.request_id = Some(request_id.to_owned());
     let mut response = problem.into_response();
-    if let Some(ApiError::Overloaded) = err.downcast_ref::<ApiError>() {
+    if err
+        .downcast_ref::<ApiError>()
+        .is_some_and(ApiError::retry_after)
+    {
         response
             .headers_mut()
             .insert("retry-after", ApiError::RETRY_AFTER_SECONDS.into());

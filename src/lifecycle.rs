@@ -1,5 +1,6 @@
 //! The instance's lifecycle, `starting → ready → draining → stopping`, which readiness reports
-//! and the listeners and streams follow, and the signals that move it.
+//! and the listeners and streams follow, and the signals that move it. `instance` runs the
+//! sequence.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
@@ -25,6 +26,7 @@ pub enum Phase {
 pub struct Lifecycle {
     phase: AtomicU8,
     disabled: AtomicBool,
+    failed: AtomicBool,
     stopping: CancellationToken,
 }
 
@@ -41,7 +43,17 @@ impl Lifecycle {
 
     /// Whether load balancers should send traffic here.
     pub fn is_ready(&self) -> bool {
-        self.phase() == Phase::Ready && !self.disabled.load(Ordering::Acquire)
+        self.phase() == Phase::Ready && !self.disabled.load(Ordering::Acquire) && !self.has_failed()
+    }
+
+    /// Whether a listener failed: the instance is stopping and never ready again.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// A listener failed: readiness fails from now on.
+    pub fn set_failed(&self) {
+        self.failed.store(true, Ordering::Release);
     }
 
     /// Whether connections should be closed after the current response.
@@ -86,13 +98,17 @@ impl Lifecycle {
 
 /// SIGTERM (what Kubernetes sends) and SIGINT (Ctrl-C). Installed once, at start, so a signal
 /// that arrives early is not lost and the process never falls back to the default action
-/// (which, as PID 1 in a container, would be to ignore SIGTERM until SIGKILL).
+/// (which, as PID 1 in a container, would be to ignore SIGTERM until SIGKILL). SIGHUP, SIGUSR1
+/// and SIGUSR2, whose default action is to terminate, are caught too, logged and ignored: an
+/// operator's stray `kill -HUP` must not cut the requests in flight.
 #[derive(Debug)]
 pub struct StopSignals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    ignored: [(i32, tokio::signal::unix::Signal); 3],
 }
 
 impl StopSignals {
@@ -104,6 +120,11 @@ impl StopSignals {
             Ok(Self {
                 term: signal(SignalKind::terminate())?,
                 int: signal(SignalKind::interrupt())?,
+                ignored: [
+                    (libc::SIGHUP, signal(SignalKind::hangup())?),
+                    (libc::SIGUSR1, signal(SignalKind::user_defined1())?),
+                    (libc::SIGUSR2, signal(SignalKind::user_defined2())?),
+                ],
             })
         }
         #[cfg(not(unix))]
@@ -113,9 +134,19 @@ impl StopSignals {
     /// Waits for the next stop signal and returns its number.
     pub async fn recv(&mut self) -> i32 {
         #[cfg(unix)]
-        tokio::select! {
-            _ = self.term.recv() => libc::SIGTERM,
-            _ = self.int.recv() => libc::SIGINT,
+        loop {
+            let [(hup, h), (usr1, u1), (usr2, u2)] = &mut self.ignored;
+            let ignored = tokio::select! {
+                _ = self.term.recv() => return libc::SIGTERM,
+                _ = self.int.recv() => return libc::SIGINT,
+                _ = h.recv() => *hup,
+                _ = u1.recv() => *usr1,
+                _ = u2.recv() => *usr2,
+            };
+            tracing::info!(
+                signal = ignored,
+                "signal ignored: only SIGTERM and SIGINT stop the server"
+            );
         }
         #[cfg(not(unix))]
         {
@@ -148,5 +179,13 @@ mod tests {
         );
         lifecycle.start_stopping();
         assert_eq!(lifecycle.phase(), Phase::Stopping);
+    }
+
+    #[test]
+    fn a_failed_listener_makes_the_instance_unready_for_good() {
+        let lifecycle = Lifecycle::default();
+        lifecycle.set_ready();
+        lifecycle.set_failed();
+        assert!(!lifecycle.is_ready() && lifecycle.has_failed());
     }
 }

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::{config::Config, lifecycle::Lifecycle, metrics::Metrics, routes::table::RouteTable};
+use tokio::sync::Semaphore;
+
+use crate::{config::Config, lifecycle::Lifecycle, metrics::Metrics};
 
 /// Version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -25,19 +27,19 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The machine's (or pod's) name, for `GET /`.
     pub hostname: String,
-    /// The API's routes, resolved before the layers run.
-    pub routes: RouteTable,
+    /// One permit per stream that may be open (`POEM_API_MAX_STREAMS`).
+    pub streams: Arc<Semaphore>,
 }
 
 impl AppState {
     /// State for a process started with `config`.
     pub fn new(config: Config) -> Arc<Self> {
         Arc::new(Self {
+            streams: Arc::new(Semaphore::new(config.max_streams as usize)),
             config,
             lifecycle: Lifecycle::default(),
             metrics: Metrics::new(VERSION, REVISION),
             hostname: hostname(),
-            routes: crate::routes::route_table(),
         })
     }
 }

@@ -4,18 +4,31 @@
 use std::sync::Arc;
 
 use poem::{
-    IntoResponse, Response, Route, get, handler,
-    http::StatusCode,
+    Response, Route, get, handler,
+    http::Method,
     post,
     web::{Data, Json},
 };
 use serde_json::json;
 
 use crate::{
-    error::Problem,
+    error::ApiError,
     lifecycle::Phase,
     state::{AppState, REVISION, VERSION},
 };
+
+const GET: &[Method] = &[Method::GET, Method::HEAD];
+const POST: &[Method] = &[Method::POST];
+
+/// Every admin path and its methods: labels for metrics, `Allow` for 405.
+pub const PATHS: &[(&str, &[Method])] = &[
+    ("/healthz", GET),
+    ("/readyz", GET),
+    ("/readyz/enable", POST),
+    ("/readyz/disable", POST),
+    ("/metrics", GET),
+    ("/version", GET),
+];
 
 /// Content type of the OpenMetrics text format, which Prometheus scrapes natively.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -41,18 +54,19 @@ fn healthz() -> Json<serde_json::Value> {
 /// Readiness: 200 when this instance should receive traffic, 503 while starting, draining,
 /// stopping or disabled by an operator.
 #[handler]
-fn readyz(state: Data<&Arc<AppState>>) -> Response {
+fn readyz(state: Data<&Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let lifecycle = &state.lifecycle;
     if lifecycle.is_ready() {
-        return Json(json!({ "status": "ready" })).into_response();
+        return Ok(Json(json!({ "status": "ready" })));
     }
     let why = match lifecycle.phase() {
+        _ if lifecycle.has_failed() => "a listener failed",
         Phase::Starting => "starting",
         Phase::Ready => "disabled",
         Phase::Draining => "draining",
         Phase::Stopping => "stopping",
     };
-    Problem::new(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response()
+    Err(ApiError::NotReady(why))
 }
 
 /// Puts the instance back into rotation.

@@ -14,16 +14,18 @@ pub mod admin;
 pub mod echo;
 pub mod info;
 pub mod stream;
-pub mod table;
 pub mod testing;
 
 use std::sync::Arc;
 
-use poem::{Endpoint, EndpointExt, Response, Route, endpoint::BoxEndpoint};
+use poem::{Endpoint, IntoEndpoint, Response};
 use poem_openapi::{OpenApiService, Tags};
 
-use crate::{config::Config, middleware, state::AppState, state::VERSION};
-use table::RouteTable;
+use crate::{
+    app::{Document, Listener, Pipeline, table::RouteTable},
+    config::Config,
+    state::{AppState, VERSION},
+};
 
 /// Groups of operations in the OpenAPI document.
 #[derive(Tags)]
@@ -38,16 +40,16 @@ pub enum Tag {
     Stream,
 }
 
+/// The API's operations.
+pub type Operations = (
+    info::InfoApi,
+    echo::EchoApi,
+    testing::TestingApi,
+    stream::StreamApi,
+);
+
 /// The OpenAPI service: every API operation, and the document generated from their types.
-pub fn openapi() -> OpenApiService<
-    (
-        info::InfoApi,
-        echo::EchoApi,
-        testing::TestingApi,
-        stream::StreamApi,
-    ),
-    (),
-> {
+pub fn openapi() -> OpenApiService<Operations, ()> {
     OpenApiService::new(
         (
             info::InfoApi,
@@ -82,53 +84,46 @@ pub fn document(config: &Config) -> String {
     serde_json::to_string_pretty(&spec).expect("a JSON value serializes")
 }
 
-/// The public API with all its layers (see [`middleware`]).
-pub fn api(state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
+/// The public API: the operations behind the pipeline, and the two documents as shared bytes.
+pub fn api(state: Arc<AppState>) -> impl Endpoint<Output = Response> + 'static {
     let service = openapi();
-    let faults = state.clone();
-    let routes = Route::new()
-        .at("/openapi.json", {
-            let document = document(&state.config);
-            poem::endpoint::make_sync(move |_| {
-                Response::builder()
-                    .content_type("application/json")
-                    .body(document.clone())
-            })
-        })
-        .nest("/docs", service.swagger_ui())
-        // Fault injection applies to the API operations only, not to the document.
-        .nest(
-            "/",
-            service.around(move |ep, req| middleware::inject_faults(ep, req, faults.clone())),
-        );
-    with_api_layers(routes, state)
+    let documents = vec![
+        Document {
+            path: "/openapi.json",
+            content_type: "application/json",
+            body: document(&state.config).into(),
+        },
+        Document {
+            path: "/docs",
+            content_type: "text/html; charset=utf-8",
+            body: service.swagger_ui_html().into(),
+        },
+    ];
+    Pipeline::new(
+        Listener::Api,
+        state,
+        service.into_endpoint(),
+        route_table(),
+        documents,
+    )
 }
 
-/// Wraps API routes in the API's layers, innermost first. Public so tests can put routes of
-/// their own (a panicking handler) behind exactly the same layers.
-pub fn with_api_layers(
-    routes: impl Endpoint + 'static,
+/// Puts `handlers` behind the API's pipeline, without the documents. Public so tests can put
+/// routes of their own (a panicking handler) behind exactly the same layers.
+pub fn with_api_layers<E: Endpoint + 'static>(
+    handlers: E,
     state: Arc<AppState>,
-) -> BoxEndpoint<'static, Response> {
-    let (timeout, body_limit) = (state.config.request_timeout, state.config.body_limit);
-    let (shed, panics, observe) = (state.clone(), state.clone(), state.clone());
-    routes
-        .around(move |ep, req| middleware::limit_body(ep, req, body_limit))
-        .around(move |ep, req| middleware::limit_time(ep, req, timeout))
-        .around(move |ep, req| middleware::shed_load(ep, req, shed.clone()))
-        .around(move |ep, req| middleware::catch_panic(ep, req, panics.clone()))
-        .data(state)
-        .around(move |ep, req| middleware::observe(ep, req, observe.clone(), "api"))
-        .map_to_response()
-        .boxed()
+) -> impl Endpoint<Output = Response> + 'static {
+    Pipeline::new(Listener::Api, state, handlers, route_table(), Vec::new())
 }
 
 /// The admin listener's endpoint.
-pub fn admin(state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
-    let observe = state.clone();
-    admin::routes()
-        .data(state)
-        .around(move |ep, req| middleware::observe(ep, req, observe.clone(), "admin"))
-        .map_to_response()
-        .boxed()
+pub fn admin(state: Arc<AppState>) -> impl Endpoint<Output = Response> + 'static {
+    Pipeline::new(
+        Listener::Admin,
+        state,
+        admin::routes(),
+        RouteTable::from_paths(admin::PATHS),
+        Vec::new(),
+    )
 }

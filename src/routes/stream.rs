@@ -27,7 +27,8 @@ impl StreamApi {
     /// A stream of server-sent events
     ///
     /// `count` events (1 to 1000, default 10), one every `interval_ms` (10 to 60000, default
-    /// 1000). The stream ends early, cleanly, when the instance shuts down.
+    /// 1000). The stream ends early, cleanly, when the instance shuts down or after
+    /// `POEM_API_STREAM_MAX_DURATION`; beyond `POEM_API_MAX_STREAMS` open streams, 503.
     #[oai(path = "/api/v1/stream", method = "get", operation_id = "stream")]
     async fn stream(
         &self,
@@ -43,21 +44,30 @@ impl StreamApi {
         interval_ms: Query<u64>,
         state: Data<&Arc<AppState>>,
     ) -> Result<EventStream<BoxStream<'static, Tick>>, ApiError> {
+        // Held by the stream until it ends: open streams are bounded, whatever the in-flight
+        // limit (which lets the request go once the response head is out).
+        let permit = state
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::TooManyStreams)?;
         let count = count.0;
         let ticker = tokio::time::interval(Duration::from_millis(interval_ms.0));
         let started = tokio::time::Instant::now();
+        let end = started + state.config.stream_max_duration;
         let ticks = futures_util::stream::unfold(
-            (0u32, ticker, state.lifecycle.stopping_token()),
-            move |(seq, mut ticker, stopping)| async move {
+            (0u32, ticker, state.lifecycle.stopping_token(), permit),
+            move |(seq, mut ticker, stopping, permit)| async move {
                 if seq >= count {
                     return None;
                 }
                 tokio::select! {
                     _ = ticker.tick() => {
                         let tick = Tick { seq, elapsed_ms: started.elapsed().as_millis() as u64 };
-                        Some((tick, (seq + 1, ticker, stopping)))
+                        Some((tick, (seq + 1, ticker, stopping, permit)))
                     }
                     _ = stopping.cancelled() => None,
+                    _ = tokio::time::sleep_until(end) => None,
                 }
             },
         );

@@ -38,7 +38,11 @@ pub struct RequestedStatus(StatusCode);
 impl poem::IntoResponse for RequestedStatus {
     fn into_response(self) -> poem::Response {
         let status = self.0;
-        if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        // RFC 9110 §15.3.5, §15.3.6, §15.4.5: these never have content.
+        if matches!(
+            status,
+            StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT | StatusCode::NOT_MODIFIED
+        ) {
             return status.into_response();
         }
         let mut response = Json(StatusEcho {
@@ -54,7 +58,7 @@ impl ApiResponse for RequestedStatus {
     fn meta() -> MetaResponses {
         MetaResponses {
             responses: vec![MetaResponse {
-                description: "The requested status; a JSON body below 400 (none for 204 and 304), \
+                description: "The requested status; a JSON body below 400 (none for 204, 205 and 304), \
                               problem+json from 400",
                 status: None,
                 status_range: None,

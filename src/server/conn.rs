@@ -1,210 +1,452 @@
-//! One HTTP/1.1 connection: poem's endpoint served over hyper, with the two timeouts poem's own
-//! server lacks. hyper's `header_read_timeout` starts whenever hyper waits for a request head —
-//! also while a keep-alive connection is idle — so it cannot tell a slow-loris client from an
-//! idle one. This module tracks the connection's phase itself:
+//! One HTTP/1.1 connection as an explicit state machine: poem's endpoint served over hyper, with
+//! the timeouts hyper gets wrong or lacks.
 //!
-//! - idle (no request, no bytes of the next one): closed after `keep_alive_timeout`;
-//! - reading a head (bytes arrived, handler not yet called): closed after `header_read_timeout`;
-//! - busy (a handler runs or its response is being written): no connection timeout; the
-//!   request timeout bounds the handler.
+//! | phase | from | deadline |
+//! |---|---|---|
+//! | reading a head | accept; the first byte after a response; bytes left over from the last request | `header_read` |
+//! | handler running, or reading a body | hyper calls the service | none here: the request timeout bounds the handler |
+//! | writing, client not accepting bytes | a write returns `Pending` | `send`, from the last byte the client accepted |
+//! | idle | the response is written, no byte of the next head | `keep_alive` |
+//!
+//! Why not hyper's own `header_read_timeout`: hyper 1.12 starts it whenever it waits for a head
+//! (`proto/h1/io.rs`, `parse`), also on an idle keep-alive connection, so it cannot tell a
+//! slow-loris client from an idle one; and hyper has no send timeout at all.
+//!
+//! Every phase change happens while this connection's task polls hyper (the socket wrapper, the
+//! service and the response body all run inside that poll), so [`Connection::poll`] looks at a
+//! generation counter after each poll of hyper and re-arms its one timer only when it moved. A
+//! deadline that passes closes the connection: nothing re-polls an elapsed timer.
+//!
+//! Half-close: hyper's default (`half_close(false)`) is kept — a client that shuts down its
+//! sending side is treated as gone, and a handler still running for it is dropped (and logged
+//! as 499 by the pipeline), as nginx does by default.
 
 use std::{
+    future::Future,
     io,
-    pin::{Pin, pin},
-    sync::{Arc, Mutex},
-    task::{Context, Poll},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
+    },
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::{
+    body::{Body, Frame, Incoming, SizeHint},
+    server::conn::http1,
+};
 use hyper_util::rt::TokioIo;
 use poem::{
     Endpoint, Response,
-    endpoint::BoxEndpoint,
     http::uri::Scheme,
     web::{LocalAddr, RemoteAddr},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
-    sync::Notify,
-    time::{Instant, sleep_until},
+    time::{Instant, Sleep, sleep_until},
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Connection timeouts.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    /// From the first byte of a request to the end of its headers.
+    /// From accept, or the first byte of a later request, to the end of its head.
     pub header_read: Duration,
     /// From the end of a response to the first byte of the next request.
     pub keep_alive: Duration,
+    /// While a response is written: the longest time the client may accept no byte of it.
+    pub send: Duration,
 }
 
+/// What a connection needs besides its socket.
 #[derive(Debug, Clone, Copy)]
-enum Phase {
-    Idle { since: Instant },
-    ReadingHead { since: Instant },
-    Busy { requests: usize },
+pub struct ConnLimits {
+    /// The timeouts.
+    pub timeouts: Timeouts,
+    /// Largest request head in bytes (431 above it).
+    pub header_limit: usize,
 }
 
-/// The phase, shared by the socket wrapper, the service and the watchdog, which is woken
-/// whenever the phase changes and so its deadline may have moved.
-#[derive(Debug, Clone)]
-struct Tracker(Arc<(Mutex<Phase>, Notify)>);
+/// Longest request line: above it the answer is 414, as nginx's `large_client_header_buffers`
+/// gives. hyper reads the request line as part of the head and answers 431 for either.
+pub const MAX_REQUEST_LINE: usize = 8 * 1024;
 
-impl Tracker {
-    fn new() -> Self {
-        let idle = Phase::Idle {
-            since: Instant::now(),
-        };
-        Self(Arc::new((Mutex::new(idle), Notify::new())))
-    }
+/// hyper's smallest allowed `max_buf_size` (`proto::h1::MINIMUM_MAX_BUFFER_SIZE`).
+const MIN_BUF: usize = 8192;
 
-    fn phase(&self) -> Phase {
-        *self.0.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// hyper's read buffer bound for a head limit: the head must fit, and body bytes flow through
+/// the same buffer in pieces of at most this size. hyper's default is ~400 KB per connection.
+pub fn read_buffer_limit(header_limit: usize) -> usize {
+    header_limit.max(MIN_BUF)
+}
 
-    fn update(&self, f: impl FnOnce(Phase) -> Phase) {
-        {
-            let mut phase = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
-            *phase = f(*phase);
+/// Why a deadline closes the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No complete request head within the header-read timeout.
+    SlowHead,
+    /// The client accepted no byte of the response within the send timeout.
+    SlowReader,
+    /// Idle longer than the keep-alive timeout.
+    Idle,
+}
+
+/// Microseconds since the connection was accepted, plus one, so that 0 can mean "not set".
+type Stamp = u64;
+const UNSET: Stamp = 0;
+
+/// The connection's phase, shared by the socket wrapper, the service and the response bodies;
+/// all of them run inside the connection task's poll, so relaxed atomics suffice.
+#[derive(Debug)]
+struct Track {
+    accepted: Instant,
+    /// Bumped on every change that moves the deadline.
+    generation: AtomicU32,
+    /// A request's handler runs or its response body is not yet finished.
+    busy: AtomicBool,
+    /// The request in progress declared a body (so bytes after its head are its body).
+    has_body: AtomicBool,
+    /// When the head being read started; UNSET when not reading a head.
+    head_since: AtomicU64,
+    /// When the connection went idle; UNSET when not idle.
+    idle_since: AtomicU64,
+    /// When a write last returned `Pending` without the client accepting a byte since.
+    blocked_since: AtomicU64,
+    /// Bytes read from the socket.
+    read_total: AtomicU64,
+    /// Offset just past the last `\r\n\r\n` read: the end of the newest complete head.
+    head_end: AtomicU64,
+}
+
+impl Track {
+    fn new(accepted: Instant) -> Self {
+        Self {
+            accepted,
+            generation: AtomicU32::new(0),
+            busy: AtomicBool::new(false),
+            has_body: AtomicBool::new(false),
+            // The header clock starts at accept: a client that never sends a byte is a slow
+            // head, not an idle keep-alive connection.
+            head_since: AtomicU64::new(1),
+            idle_since: AtomicU64::new(UNSET),
+            blocked_since: AtomicU64::new(UNSET),
+            read_total: AtomicU64::new(0),
+            head_end: AtomicU64::new(0),
         }
-        self.0.1.notify_one();
     }
 
-    async fn changed(&self) {
-        self.0.1.notified().await;
+    fn stamp(&self, now: Instant) -> Stamp {
+        now.saturating_duration_since(self.accepted).as_micros() as u64 + 1
     }
 
-    fn bytes_received(&self) {
-        // Called on every read: only the first bytes of a request change the phase.
-        if matches!(self.phase(), Phase::Idle { .. }) {
-            self.update(|_| Phase::ReadingHead {
-                since: Instant::now(),
-            });
+    fn at(&self, stamp: Stamp) -> Instant {
+        self.accepted + Duration::from_micros(stamp - 1)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Relaxed);
+    }
+
+    /// hyper parsed a head and calls the service.
+    fn request_started(&self, has_body: bool) {
+        self.busy.store(true, Relaxed);
+        self.has_body.store(has_body, Relaxed);
+        self.head_since.store(UNSET, Relaxed);
+        self.idle_since.store(UNSET, Relaxed);
+        self.changed();
+    }
+
+    /// hyper is done with the response body: the last byte is handed to the socket, or the
+    /// client went away.
+    fn response_finished(&self, now: Instant) {
+        self.busy.store(false, Relaxed);
+        // Bytes beyond the last head of a request without a body are the start of the next
+        // head (a pipelined request in the same packet): its header clock runs from now.
+        // After a request with a body they cannot be told from that body without parsing it,
+        // so the keep-alive clock bounds them.
+        let leftover = !self.has_body.load(Relaxed)
+            && self.read_total.load(Relaxed) > self.head_end.load(Relaxed);
+        if leftover {
+            self.head_since.store(self.stamp(now), Relaxed);
+        } else {
+            self.idle_since.store(self.stamp(now), Relaxed);
+        }
+        self.changed();
+    }
+
+    /// Bytes arrived; `head_end` is the offset past a `\r\n\r\n` among them, if any.
+    /// True when they are the first bytes of a new head after an idle time.
+    fn bytes_read(&self, n: usize, head_end: Option<u64>, now: Instant) -> bool {
+        self.read_total.fetch_add(n as u64, Relaxed);
+        if let Some(end) = head_end {
+            self.head_end.store(end, Relaxed);
+        }
+        if self.idle_since.load(Relaxed) == UNSET {
+            return false;
+        }
+        self.idle_since.store(UNSET, Relaxed);
+        self.head_since.store(self.stamp(now), Relaxed);
+        self.changed();
+        true
+    }
+
+    fn write_blocked(&self, now: Instant) {
+        if self.blocked_since.load(Relaxed) == UNSET {
+            self.blocked_since.store(self.stamp(now), Relaxed);
+            self.changed();
         }
     }
 
-    fn request_started(&self) {
-        self.update(|p| match p {
-            Phase::Busy { requests } => Phase::Busy {
-                requests: requests + 1,
-            },
-            _ => Phase::Busy { requests: 1 },
-        });
-    }
-
-    fn request_finished(&self) {
-        self.update(|p| match p {
-            Phase::Busy { requests } if requests > 1 => Phase::Busy {
-                requests: requests - 1,
-            },
-            _ => Phase::Idle {
-                since: Instant::now(),
-            },
-        });
+    fn write_progressed(&self) {
+        if self.blocked_since.load(Relaxed) != UNSET {
+            self.blocked_since.store(UNSET, Relaxed);
+            self.changed();
+        }
     }
 
     /// When the current phase runs out, and what that means.
-    fn deadline(&self, timeouts: Timeouts) -> Option<(Instant, Expiry)> {
-        match *self.0.0.lock().unwrap_or_else(|e| e.into_inner()) {
-            Phase::Idle { since } => Some((since + timeouts.keep_alive, Expiry::Idle)),
-            Phase::ReadingHead { since } => Some((since + timeouts.header_read, Expiry::SlowHead)),
-            Phase::Busy { .. } => None,
+    fn deadline(&self, timeouts: &Timeouts) -> Option<(Instant, Expiry)> {
+        let blocked = self.blocked_since.load(Relaxed);
+        if blocked != UNSET {
+            return Some((self.at(blocked) + timeouts.send, Expiry::SlowReader));
         }
+        if self.busy.load(Relaxed) {
+            return None;
+        }
+        let head = self.head_since.load(Relaxed);
+        if head != UNSET {
+            return Some((self.at(head) + timeouts.header_read, Expiry::SlowHead));
+        }
+        let idle = self.idle_since.load(Relaxed);
+        (idle != UNSET).then(|| (self.at(idle) + timeouts.keep_alive, Expiry::Idle))
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expiry {
-    Idle,
-    SlowHead,
-}
-
-/// Serves one accepted connection until the client closes it, a timeout closes it, or the
+/// Serves one accepted connection until the client closes it, a deadline closes it, or the
 /// server stops (`stopping`): then hyper finishes the request in progress and closes.
-pub async fn serve(
+pub async fn serve<E>(
     stream: TcpStream,
-    endpoint: Arc<BoxEndpoint<'static, Response>>,
-    timeouts: Timeouts,
-    header_limit: usize,
+    endpoint: Arc<E>,
+    limits: ConnLimits,
     stopping: CancellationToken,
-) {
+) where
+    E: Endpoint<Output = Response> + 'static,
+{
     let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
         return;
     };
-    let tracker = Tracker::new();
+    let track = Arc::new(Track::new(Instant::now()));
     let io = TokioIo::new(TrackedIo {
         inner: stream,
-        tracker: tracker.clone(),
+        track: track.clone(),
+        scan: HeadScan::default(),
     });
-    let service_tracker = tracker.clone();
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let endpoint = endpoint.clone();
-        let tracker = service_tracker.clone();
-        tracker.request_started();
+    let (local, remote_addr) = (LocalAddr(local.into()), RemoteAddr(remote.into()));
+    let service_track = track.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        service_track.request_started(!req.body().is_end_stream());
+        let req = poem::Request::from((req, local.clone(), remote_addr.clone(), Scheme::HTTP));
+        let (endpoint, track) = (endpoint.clone(), service_track.clone());
         async move {
-            let (local, remote) = (LocalAddr(local.into()), RemoteAddr(remote.into()));
-            let req = poem::Request::from((req, local, remote, Scheme::HTTP));
-            let response: hyper::Response<_> = endpoint.get_response(req).await.into();
-            // The request counts as finished when hyper drops the body: after the last byte
-            // is written, or when the client goes away.
+            // The pipeline answers every error itself; `Endpoint::Output` is a Response.
+            let response: hyper::Response<_> = match endpoint.call(req).await {
+                Ok(response) => response.into(),
+                Err(err) => err.into_response().into(),
+            };
             Ok::<_, io::Error>(response.map(|body| TrackedBody {
                 inner: body,
-                tracker: Some(tracker),
+                track: Some(track),
             }))
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        // Disabled: this module owns both timeouts (see the module docs).
+    let conn = http1::Builder::new()
+        // Disabled: this module owns the head and idle clocks (see the module docs).
         .header_read_timeout(None)
-        // Above it, hyper answers 431 and closes; without it, heads up to ~400 KB are read.
-        .max_header_size(header_limit)
+        // Above it, hyper answers 431 and closes.
+        .max_header_size(limits.header_limit)
+        // Bounds hyper's read buffer (default ~400 KB) and so the memory a client can make
+        // one connection hold; see `MemoryBudget`.
+        .max_buf_size(read_buffer_limit(limits.header_limit))
         .serve_connection(io, service);
-    let mut conn = pin!(conn);
-    let mut closing = false;
-    loop {
-        let deadline = tracker.deadline(timeouts);
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(err) = result {
-                    tracing::debug!(%remote, error = %err, "connection ended with an error");
-                }
-                return;
+    let connection = Connection {
+        conn: Box::pin(conn),
+        track,
+        timeouts: limits.timeouts,
+        generation: u32::MAX,
+        timer: Box::pin(sleep_until(Instant::now())),
+        armed: None,
+        stopping: Some(Box::pin(stopping.cancelled_owned())),
+    };
+    match connection.await {
+        Ok(()) => {}
+        Err(Closed::Expired(expiry)) => {
+            tracing::debug!(%remote, ?expiry, "connection deadline passed; closed");
+        }
+        Err(Closed::Error(err)) => {
+            tracing::debug!(%remote, error = %err, "connection ended with an error");
+        }
+    }
+}
+
+/// hyper's connection as [`Connection`] drives it.
+trait GracefulConnection: Future<Output = hyper::Result<()>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulConnection for http1::Connection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::Connection::graceful_shutdown(self);
+    }
+}
+
+enum Closed {
+    Expired(Expiry),
+    Error(hyper::Error),
+}
+
+/// The per-connection future: hyper's connection, one timer, and the stop signal.
+struct Connection<C> {
+    conn: Pin<Box<C>>,
+    track: Arc<Track>,
+    timeouts: Timeouts,
+    /// The `Track::generation` the timer was armed for.
+    generation: u32,
+    timer: Pin<Box<Sleep>>,
+    armed: Option<Expiry>,
+    /// Taken once the stop is seen, so it is not polled again.
+    stopping: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+}
+
+impl<C: GracefulConnection> Future for Connection<C> {
+    type Output = Result<(), Closed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(stopping) = &mut this.stopping
+            && stopping.as_mut().poll(cx).is_ready()
+        {
+            this.stopping = None;
+            // Closes at once if idle, otherwise after the response in progress.
+            this.conn.as_mut().graceful_shutdown();
+        }
+        if let Poll::Ready(result) = this.conn.as_mut().poll(cx) {
+            return Poll::Ready(result.map_err(Closed::Error));
+        }
+        let generation = this.track.generation.load(Relaxed);
+        if generation != this.generation {
+            this.generation = generation;
+            this.armed = this.track.deadline(&this.timeouts).map(|(at, expiry)| {
+                this.timer.as_mut().reset(at);
+                expiry
+            });
+        }
+        if let Some(expiry) = this.armed {
+            ready!(this.timer.as_mut().poll(cx));
+            return Poll::Ready(Err(Closed::Expired(expiry)));
+        }
+        Poll::Pending
+    }
+}
+
+/// Finds the ends of request heads (`\r\n\r\n`) in the byte stream, across reads, and the
+/// length of a request line still without its `\n`.
+#[derive(Debug)]
+struct HeadScan {
+    /// The last up to three bytes of the previous read.
+    tail: [u8; 3],
+    tail_len: u8,
+    /// Bytes of the current request line read so far with no `\n` yet; None once it ended.
+    line: Option<usize>,
+}
+
+impl Default for HeadScan {
+    fn default() -> Self {
+        // A connection starts with a request line.
+        Self {
+            tail: [0; 3],
+            tail_len: 0,
+            line: Some(0),
+        }
+    }
+}
+
+impl HeadScan {
+    /// Scans `bytes`, which start at stream offset `offset`; returns the offset past the last
+    /// `\r\n\r\n` in them.
+    fn scan(&mut self, bytes: &[u8], offset: u64) -> Option<u64> {
+        let mut window = [0u8; 3 + 3];
+        let tail = usize::from(self.tail_len);
+        let mut end = None;
+        // A terminator split across two reads.
+        let head = bytes.len().min(3);
+        window[..tail].copy_from_slice(&self.tail[..tail]);
+        window[tail..tail + head].copy_from_slice(&bytes[..head]);
+        if let Some(i) = memchr::memmem::rfind(&window[..tail + head], b"\r\n\r\n") {
+            end = Some(offset + (i + 4 - tail) as u64);
+        }
+        if let Some(i) = memchr::memmem::rfind(bytes, b"\r\n\r\n") {
+            end = Some(offset + (i + 4) as u64);
+        }
+        let keep = bytes.len().min(3);
+        if keep == 3 {
+            self.tail.copy_from_slice(&bytes[bytes.len() - 3..]);
+            self.tail_len = 3;
+        } else {
+            let old = &self.tail[..tail];
+            let mut joined = [0u8; 6];
+            joined[..tail].copy_from_slice(old);
+            joined[tail..tail + keep].copy_from_slice(bytes);
+            let len = tail + keep;
+            let start = len.saturating_sub(3);
+            self.tail[..len - start].copy_from_slice(&joined[start..len]);
+            self.tail_len = (len - start) as u8;
+        }
+        end
+    }
+
+    /// Counts `bytes` toward the request line started by the current head; true when it has
+    /// grown past [`MAX_REQUEST_LINE`] without ending.
+    fn line_too_long(&mut self, bytes: &[u8]) -> bool {
+        let Some(seen) = self.line else {
+            return false;
+        };
+        match memchr::memchr(b'\n', bytes) {
+            Some(_) => {
+                self.line = None;
+                false
             }
-            _ = tracker.changed() => {} // Recompute the deadline.
-            _ = stopping.cancelled(), if !closing => {
-                // Closes at once if idle, otherwise after the response in progress.
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            _ = sleep_until(deadline.map_or_else(far_future, |(at, _)| at)), if deadline.is_some() => {
-                match tracker.deadline(timeouts) {
-                    Some((at, Expiry::SlowHead)) if at <= Instant::now() => {
-                        tracing::debug!(%remote, "request headers not complete in time; closing");
-                        return;
-                    }
-                    Some((at, Expiry::Idle)) if at <= Instant::now() && !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    _ => {} // The phase moved on; recompute the deadline.
-                }
+            None => {
+                self.line = Some(seen + bytes.len());
+                seen + bytes.len() > MAX_REQUEST_LINE
             }
         }
     }
 }
 
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400)
-}
+/// The answer to an over-long request line, written by the socket wrapper itself because hyper
+/// would answer 431 with an empty body.
+const URI_TOO_LONG: &[u8] = b"HTTP/1.1 414 URI Too Long\r\n\
+content-type: application/problem+json\r\n\
+connection: close\r\n\
+content-length: 118\r\n\r\n\
+{\"type\":\"about:blank\",\"title\":\"URI Too Long\",\"status\":414,\"detail\":\"the request line exceeds the limit of 8192 bytes\"}";
 
-/// The socket, noting when bytes of a new request arrive.
+/// The socket, reporting reads and writes to the connection's [`Track`].
 struct TrackedIo {
     inner: TcpStream,
-    tracker: Tracker,
+    track: Arc<Track>,
+    scan: HeadScan,
 }
 
 impl AsyncRead for TrackedIo {
@@ -215,11 +457,37 @@ impl AsyncRead for TrackedIo {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.tracker.bytes_received();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let bytes = &buf.filled()[before..];
+        if bytes.is_empty() {
+            return Poll::Ready(Ok(()));
         }
-        poll
+        let track = &this.track;
+        let end = this.scan.scan(bytes, track.read_total.load(Relaxed));
+        if track.bytes_read(bytes.len(), end, Instant::now()) {
+            // The first bytes of a new head: its request line starts here.
+            this.scan.line = Some(0);
+        }
+        if this.scan.line_too_long(bytes) {
+            // Best effort: a small answer fits in an empty socket buffer; then the connection
+            // ends as hyper sees an error.
+            let _ = this.inner.try_write(URI_TOO_LONG);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request line too long (414 sent)",
+            )));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl TrackedIo {
+    fn note_write<T>(&self, poll: &Poll<io::Result<T>>, progressed: impl Fn(&T) -> bool) {
+        match poll {
+            Poll::Pending => self.track.write_blocked(Instant::now()),
+            Poll::Ready(Ok(v)) if progressed(v) => self.track.write_progressed(),
+            Poll::Ready(_) => {}
+        }
     }
 }
 
@@ -229,7 +497,10 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.note_write(&poll, |n| *n > 0);
+        poll
     }
 
     fn poll_write_vectored(
@@ -237,7 +508,10 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.note_write(&poll, |n| *n > 0);
+        poll
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -255,10 +529,10 @@ impl AsyncWrite for TrackedIo {
 
 type PoemBody = http_body_util::combinators::BoxBody<Bytes, io::Error>;
 
-/// A response body that tells the tracker when it is done with.
+/// A response body that tells the tracker when hyper is done with it.
 struct TrackedBody {
     inner: PoemBody,
-    tracker: Option<Tracker>,
+    track: Option<Arc<Track>>,
 }
 
 impl Body for TrackedBody {
@@ -283,8 +557,135 @@ impl Body for TrackedBody {
 
 impl Drop for TrackedBody {
     fn drop(&mut self) {
-        if let Some(tracker) = self.tracker.take() {
-            tracker.request_finished();
+        if let Some(track) = self.track.take() {
+            track.response_finished(Instant::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        header_read: Duration::from_secs(5),
+        keep_alive: Duration::from_secs(75),
+        send: Duration::from_secs(30),
+    };
+
+    fn expiry(track: &Track) -> Option<(Duration, Expiry)> {
+        track
+            .deadline(&TIMEOUTS)
+            .map(|(at, e)| (at - track.accepted, e))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_is_a_slow_head_from_accept() {
+        let track = Track::new(Instant::now());
+        assert_eq!(
+            expiry(&track),
+            Some((TIMEOUTS.header_read, Expiry::SlowHead))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_response_the_keep_alive_clock_runs_until_the_next_byte() {
+        let track = Track::new(Instant::now());
+        let request = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+        track.bytes_read(request.len(), Some(request.len() as u64), Instant::now());
+        track.request_started(false);
+        assert_eq!(
+            expiry(&track),
+            None,
+            "no connection deadline while the handler runs"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        track.response_finished(Instant::now());
+        let idle_at = Duration::from_secs(1) + TIMEOUTS.keep_alive;
+        assert_eq!(expiry(&track), Some((idle_at, Expiry::Idle)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        track.bytes_read(3, None, Instant::now());
+        let head_at = Duration::from_secs(3) + TIMEOUTS.header_read;
+        assert_eq!(expiry(&track), Some((head_at, Expiry::SlowHead)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_head_pipelined_behind_a_request_starts_the_header_clock() {
+        let track = Track::new(Instant::now());
+        let bytes = b"GET / HTTP/1.1\r\nhost: a\r\n\r\nGET / HT";
+        let mut scan = HeadScan::default();
+        let end = scan.scan(bytes, 0);
+        track.bytes_read(bytes.len(), end, Instant::now());
+        track.request_started(false);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        track.response_finished(Instant::now());
+        let at = Duration::from_secs(1) + TIMEOUTS.header_read;
+        assert_eq!(expiry(&track), Some((at, Expiry::SlowHead)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blocked_write_runs_the_send_clock_until_the_client_takes_a_byte() {
+        let track = Track::new(Instant::now());
+        track.request_started(false);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        track.write_blocked(Instant::now());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        track.write_blocked(Instant::now()); // still blocked: the clock does not restart
+        let at = Duration::from_secs(2) + TIMEOUTS.send;
+        assert_eq!(expiry(&track), Some((at, Expiry::SlowReader)));
+        // The body was handed over, but the bytes are still unsent: still the send clock,
+        // not keep-alive (the cause of the old busy loop).
+        track.response_finished(Instant::now());
+        assert_eq!(expiry(&track), Some((at, Expiry::SlowReader)));
+        track.write_progressed();
+        let idle_at = Duration::from_secs(3) + TIMEOUTS.keep_alive;
+        assert_eq!(expiry(&track), Some((idle_at, Expiry::Idle)));
+    }
+
+    #[test]
+    fn the_414_answer_declares_its_length_and_the_limit() {
+        let text = std::str::from_utf8(URI_TOO_LONG).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&MAX_REQUEST_LINE.to_string())
+        );
+    }
+
+    #[test]
+    fn head_ends_are_found_across_reads() {
+        let mut scan = HeadScan::default();
+        assert_eq!(scan.scan(b"GET / HTTP/1.1\r\nh: v\r", 0), None);
+        assert_eq!(scan.scan(b"\n\r", 22), None);
+        assert_eq!(scan.scan(b"\nbody", 24), Some(25));
+        let mut scan = HeadScan::default();
+        assert_eq!(scan.scan(b"\r\n\r\n\r\n\r\nx", 0), Some(8));
+    }
+
+    #[test]
+    fn a_request_line_over_the_limit_is_detected_without_a_newline() {
+        let mut scan = HeadScan {
+            line: Some(0),
+            ..HeadScan::default()
+        };
+        assert!(!scan.line_too_long(&[b'a'; MAX_REQUEST_LINE]));
+        assert!(scan.line_too_long(b"a"));
+        let mut scan = HeadScan {
+            line: Some(0),
+            ..HeadScan::default()
+        };
+        assert!(!scan.line_too_long(&[b'a'; 100]));
+        assert!(!scan.line_too_long(b"a HTTP/1.1\r\n"));
+        assert!(
+            !scan.line_too_long(&[b'a'; MAX_REQUEST_LINE * 2]),
+            "headers may be long"
+        );
     }
 }

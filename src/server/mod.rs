@@ -1,56 +1,77 @@
 //! Owns the listeners: the accept loop, the connection limit and graceful stop. poem's own
 //! `Server` retries failed accepts in a tight loop, has no connection limit, no header-read
-//! timeout and leaves TCP_NODELAY off; this module serves poem endpoints over hyper instead.
+//! or send timeout and leaves TCP_NODELAY off; this module serves poem endpoints over hyper.
 
+mod budget;
 mod conn;
 
 use std::{io, sync::Arc, time::Duration};
 
-use poem::{Response, endpoint::BoxEndpoint};
+use poem::{Endpoint, Response};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use conn::Timeouts;
+pub use budget::MemoryBudget;
+pub use conn::{ConnLimits, MAX_REQUEST_LINE, Timeouts, read_buffer_limit};
 
 use crate::config::Config;
+
+/// Connections the admin listener accepts at once: probes and scrapes need few, and the
+/// bound keeps its descriptors and memory out of reach of API traffic.
+pub const ADMIN_CONNECTIONS: u32 = 32;
 
 /// How one listener treats its connections.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Connection timeouts.
-    pub timeouts: Timeouts,
-    /// Largest request head in bytes.
-    pub header_limit: usize,
+    /// Timeouts and the head limit of each connection.
+    pub conn: ConnLimits,
     /// Open connections at once; the accept loop waits for a free slot beyond it.
     pub max_connections: u32,
 }
 
 impl Limits {
-    /// The limits the configuration sets.
+    /// The API listener's limits, as the configuration sets them.
     pub fn from_config(config: &Config) -> Self {
         Self {
-            timeouts: Timeouts {
-                header_read: config.header_read_timeout,
-                keep_alive: config.keep_alive_timeout,
+            conn: ConnLimits {
+                timeouts: Timeouts {
+                    header_read: config.header_read_timeout,
+                    keep_alive: config.keep_alive_timeout,
+                    send: config.send_timeout,
+                },
+                header_limit: config.header_limit,
             },
-            header_limit: config.header_limit,
             max_connections: config.max_connections,
+        }
+    }
+
+    /// The admin listener's: the same timeouts, [`ADMIN_CONNECTIONS`] connections.
+    pub fn admin(config: &Config) -> Self {
+        Self {
+            max_connections: ADMIN_CONNECTIONS,
+            ..Self::from_config(config)
         }
     }
 }
 
 /// Serves `endpoint` on `listener` until `stopping` is cancelled, then stops accepting, lets
 /// every connection finish its request in progress, and returns when all are closed. The
-/// caller bounds that wait (the shutdown timeout).
-pub async fn serve(
+/// caller bounds that wait (the shutdown timeout). An accept error that is neither the
+/// client's nor a shortage of descriptors or memory means the listener is broken: it is
+/// returned at once, after the connections already open are finished.
+pub async fn serve<E>(
     listener: TcpListener,
-    endpoint: BoxEndpoint<'static, Response>,
+    endpoint: E,
     limits: Limits,
     stopping: CancellationToken,
     open_connections: Gauge,
-) {
+) -> io::Result<()>
+where
+    E: Endpoint<Output = Response> + 'static,
+{
     let endpoint = Arc::new(endpoint);
+    let mut failure = None;
     let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
     let connections = TaskTracker::new();
     let mut backoff = AcceptBackoff::default();
@@ -72,6 +93,10 @@ pub async fn serve(
             }
             // The client gave up between connect and accept: nothing is wrong with us.
             Err(err) if is_per_connection(&err) => continue,
+            Err(err) if !is_resource_shortage(&err) => {
+                failure = Some(err);
+                break;
+            }
             // Out of file descriptors or memory: wait for connections to close rather than
             // spin on an accept that fails at once.
             Err(err) => {
@@ -90,14 +115,7 @@ pub async fn serve(
         let open_connections = open_connections.clone();
         open_connections.inc();
         connections.spawn(async move {
-            conn::serve(
-                stream,
-                endpoint,
-                limits.timeouts,
-                limits.header_limit,
-                stopping,
-            )
-            .await;
+            conn::serve(stream, endpoint, limits.conn, stopping).await;
             open_connections.dec();
             drop(slot);
         });
@@ -107,15 +125,41 @@ pub async fn serve(
     drop(listener);
     connections.close();
     connections.wait().await;
+    failure.map_or(Ok(()), Err)
 }
 
+/// Errors of one pending connection, not of the listener. Linux's accept(2) passes a new
+/// socket's pending network errors on as its own, and its man page says to retry on them.
 fn is_per_connection(err: &io::Error) -> bool {
     matches!(
         err.kind(),
         io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || matches!(
+        err.raw_os_error(),
+        Some(
+            libc::EPROTO
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+                | libc::EPERM
+                | libc::ETIMEDOUT
+        )
     )
+}
+
+/// Errors that pass when connections close (EMFILE, ENFILE, ENOBUFS, ENOMEM): worth waiting for.
+fn is_resource_shortage(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    ) || err.kind() == io::ErrorKind::OutOfMemory
 }
 
 /// 5 ms, doubling to 1 s: the schedule Go's net/http uses for the same failure.

@@ -1,6 +1,6 @@
 use std::{sync::Arc, time::Duration};
 
-use poem::{Route, get, handler, http::StatusCode, test::TestClient};
+use poem::{Route, get, handler, http::StatusCode};
 use poem_api::routes;
 use tokio::sync::Notify;
 
@@ -38,7 +38,7 @@ fn panics() -> &'static str {
 async fn a_panicking_handler_answers_a_500_problem_without_details_and_is_counted() {
     let state = helpers::state(&[]);
     let app = routes::with_api_layers(Route::new().at("/boom", get(panics)), state.clone());
-    let client = TestClient::new(app);
+    let client = helpers::client(app);
 
     let response = client.get("/boom").send().await;
     let after = client.get("/boom").send().await;
@@ -65,7 +65,7 @@ async fn a_request_over_the_request_timeout_is_a_503_problem() {
         "too late"
     }
     let state = helpers::state(&["--request-timeout", "50ms", "--max-delay", "10ms"]);
-    let client = TestClient::new(routes::with_api_layers(
+    let client = helpers::client(routes::with_api_layers(
         Route::new().at("/slow", get(slow)),
         state,
     ));
@@ -95,7 +95,7 @@ async fn requests_over_the_in_flight_limit_are_shed_with_503_and_retry_after() {
         }
     });
     let state = helpers::state(&["--max-in-flight", "1"]);
-    let client = Arc::new(TestClient::new(routes::with_api_layers(
+    let client = Arc::new(helpers::client(routes::with_api_layers(
         Route::new().at("/held", held),
         state.clone(),
     )));
@@ -178,4 +178,71 @@ async fn errors_made_before_routing_are_counted_under_their_route() {
         "{strict}"
     );
     assert!(!faulty.contains("unmatched") && !strict.contains("unmatched"));
+}
+
+#[tokio::test]
+async fn a_panic_behind_the_admin_pipeline_is_contained_like_one_in_the_api() {
+    use poem_api::app::{Listener, Pipeline, table::RouteTable};
+    let state = helpers::state(&[]);
+    let admin = Pipeline::new(
+        Listener::Admin,
+        state.clone(),
+        Route::new().at("/boom", get(panics)),
+        RouteTable::from_paths(&[("/boom", &[poem::http::Method::GET])]),
+        Vec::new(),
+    );
+
+    let response = helpers::client(admin).get("/boom").send().await;
+
+    response.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
+    let problem = helpers::problem(response).await;
+    assert_eq!(problem["instance"], "/boom");
+    assert!(state.metrics.render().contains("poem_api_panics_total 1"));
+}
+
+#[tokio::test]
+async fn the_readiness_503_is_a_problem_with_its_instance_and_request_id() {
+    let state = helpers::state(&[]);
+    state.lifecycle.start_draining();
+
+    let response = helpers::admin(&state)
+        .get("/readyz")
+        .header("x-request-id", "probe-1")
+        .send()
+        .await;
+
+    response.assert_status(StatusCode::SERVICE_UNAVAILABLE);
+    let problem = helpers::problem(response).await;
+    assert_eq!(problem["instance"], "/readyz");
+    assert_eq!(problem["request_id"], "probe-1");
+    assert_eq!(problem["detail"], "not ready: draining");
+}
+
+#[tokio::test]
+async fn requests_http_1_1_forbids_are_refused_with_problems() {
+    let state = helpers::state(&[]);
+    let client = helpers::api(&state);
+
+    let no_host = poem::test::TestClient::new(routes::api(state.clone()))
+        .get("/")
+        .send()
+        .await;
+    let gzip = client
+        .post("/api/v1/echo")
+        .header("transfer-encoding", "gzip, chunked")
+        .content_type("application/json")
+        .body("{}")
+        .send()
+        .await;
+    let unauthorized = client.get("/api/v1/status/401").send().await;
+    let reset = client.get("/api/v1/status/205").send().await;
+    let docs_post = client.post("/docs").send().await;
+
+    no_host.assert_status(StatusCode::BAD_REQUEST);
+    gzip.assert_status(StatusCode::NOT_IMPLEMENTED);
+    unauthorized.assert_header_exist("www-authenticate");
+    reset.assert_status(StatusCode::RESET_CONTENT);
+    assert!(reset.0.into_body().into_bytes().await.unwrap().is_empty());
+    docs_post.assert_status(StatusCode::METHOD_NOT_ALLOWED);
+    docs_post.assert_header("allow", "GET, HEAD");
 }

@@ -7,14 +7,7 @@ use std::{
 };
 
 use poem::{Endpoint, test::TestClient};
-use poem_api::{
-    config::Config,
-    routes,
-    server::{self, Limits},
-    state::AppState,
-};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use poem_api::{config::Config, instance, routes, state::AppState};
 
 /// Logs stay quiet unless `TEST_LOG` is set.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
@@ -35,52 +28,62 @@ pub fn state(flags: &[&str]) -> Arc<AppState> {
     state
 }
 
+/// An in-process client of `endpoint`; its requests carry a Host header, as HTTP/1.1 needs.
+pub fn client<E: Endpoint>(endpoint: E) -> TestClient<E> {
+    TestClient::new(endpoint).default_header("host", "localhost")
+}
+
 /// An in-process client of the API listener.
 pub fn api(state: &Arc<AppState>) -> TestClient<impl Endpoint> {
-    TestClient::new(routes::api(state.clone()))
+    client(routes::api(state.clone()))
 }
 
 /// An in-process client of the admin listener.
 pub fn admin(state: &Arc<AppState>) -> TestClient<impl Endpoint> {
-    TestClient::new(routes::admin(state.clone()))
+    client(routes::admin(state.clone()))
 }
 
-/// A server on a real socket, stopped when dropped.
+/// An instance on real sockets, started as `main` starts it; stopped (SIGTERM) when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub stopping: CancellationToken,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    signals: tokio::sync::mpsc::UnboundedSender<i32>,
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.stopping.cancel();
+        let _ = self.signals.send(libc_sigterm());
     }
 }
 
-/// Serves the API, configured with `flags`, on 127.0.0.1 and a port the OS picks.
-pub async fn spawn_api(flags: &[&str]) -> TestServer {
-    let state = state(flags);
-    spawn(routes::api(state.clone()), state).await
+fn libc_sigterm() -> i32 {
+    15
 }
 
-/// Serves `endpoint` with the connection limits of `state`'s configuration.
-pub async fn spawn(
-    endpoint: poem::endpoint::BoxEndpoint<'static, poem::Response>,
-    state: Arc<AppState>,
-) -> TestServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a port");
-    let addr = listener.local_addr().unwrap();
-    let config = &state.config;
-    let limits = Limits::from_config(config);
-    let stopping = state.lifecycle.stopping_token();
-    tokio::spawn(server::serve(
-        listener,
-        endpoint,
-        limits,
-        stopping.clone(),
-        state.metrics.connections("api"),
-    ));
-    TestServer { addr, stopping }
+/// Starts an instance configured with `flags` on 127.0.0.1, on ports the OS picks.
+pub async fn spawn_api(flags: &[&str]) -> TestServer {
+    LazyLock::force(&TRACING);
+    let args = [
+        "poem-api",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+    ];
+    let config = Config::from_args(args.iter().chain(flags)).expect("valid test flags");
+    let instance = instance::start(config).expect("the instance starts");
+    let (signals, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let server = TestServer {
+        addr: instance.api_addr,
+        admin_addr: instance.admin_addr,
+        state: instance.state.clone(),
+        signals,
+    };
+    tokio::spawn(instance.run(receiver));
+    server
 }
 
 /// An HTTP client that gives up after a few seconds, so a broken server fails a test

@@ -161,3 +161,89 @@ async fn a_request_head_over_the_header_limit_gets_431_and_the_server_stays_heal
     assert!(response.starts_with("HTTP/1.1 431"), "{response}");
     assert!(read_response(&mut normal).await.starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_byte_is_closed_at_the_header_timeout_not_keep_alive() {
+    let server = helpers::spawn_api(&[
+        "--header-read-timeout",
+        "300ms",
+        "--keep-alive-timeout",
+        "60s",
+    ])
+    .await;
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+
+    // Well before the keep-alive timeout: the header clock runs from accept.
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_at_the_send_timeout_and_frees_its_slot() {
+    // Arrange: one connection slot, taken by a client with a tiny receive buffer that asks for
+    // the 1.6 MB Swagger UI twice and never reads.
+    let server = helpers::spawn_api(&[
+        "--max-connections",
+        "1",
+        "--send-timeout",
+        "300ms",
+        "--keep-alive-timeout",
+        "60s",
+    ])
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut reader = socket.connect(server.addr).await.unwrap();
+    let docs = b"GET /docs HTTP/1.1\r\nHost: test\r\n\r\n";
+    reader
+        .write_all(&[&docs[..], &docs[..]].concat())
+        .await
+        .unwrap();
+
+    // Act: a second client waits for the only slot.
+    let mut next = TcpStream::connect(server.addr).await.unwrap();
+    next.write_all(GET).await.unwrap();
+
+    // Assert: the reader is cut and the waiting client is served, long before keep-alive.
+    let answer = timeout(Duration::from_secs(10), read_response(&mut next)).await;
+    assert!(
+        answer
+            .expect("served once the slow reader is cut")
+            .starts_with("HTTP/1.1 200")
+    );
+}
+
+#[tokio::test]
+async fn a_request_the_client_abandons_is_counted_as_499_and_the_probes_answer() {
+    let server = helpers::spawn_api(&[]).await;
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    client
+        .write_all(b"GET /api/v1/delay/2000 HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    drop(client);
+
+    let counted = async {
+        loop {
+            let metrics = server.state.metrics.render();
+            if metrics.lines().any(|l| {
+                l.starts_with("http_requests_total{")
+                    && l.contains("route=\"/api/v1/delay/{ms}\"")
+                    && l.contains("status=\"4xx\"")
+            }) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(Duration::from_secs(5), counted)
+        .await
+        .expect("the abandoned request is counted");
+    let health = helpers::http()
+        .get(format!("http://{}/healthz", server.admin_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}

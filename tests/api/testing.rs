@@ -101,3 +101,34 @@ async fn stream_ends_early_and_cleanly_when_the_instance_stops() {
     let events = body.lines().filter(|l| l.starts_with("data:")).count();
     assert!((1..1000).contains(&events), "{events} events");
 }
+
+#[tokio::test]
+async fn streams_beyond_the_limit_are_refused_and_each_ends_at_the_maximum_duration() {
+    let state = helpers::state(&["--max-streams", "1", "--stream-max-duration", "200ms"]);
+    let client = helpers::api(&state);
+    let started = std::time::Instant::now();
+
+    let open = client
+        .get("/api/v1/stream?count=1000&interval_ms=10")
+        .send()
+        .await;
+    let refused = client.get("/api/v1/stream?count=1").send().await;
+    let body = tokio::time::timeout(Duration::from_secs(10), open.0.into_body().into_string())
+        .await
+        .expect("the stream ends at its maximum duration")
+        .expect("cleanly");
+    let after = client
+        .get("/api/v1/stream?count=1&interval_ms=10")
+        .send()
+        .await;
+
+    refused.assert_status(poem::http::StatusCode::SERVICE_UNAVAILABLE);
+    refused.assert_header("retry-after", "1");
+    let events = body.lines().filter(|l| l.starts_with("data:")).count();
+    assert!(
+        events < 1000,
+        "{events} events: the duration bound did not end it"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    after.assert_status_is_ok();
+}

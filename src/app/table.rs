@@ -89,6 +89,32 @@ impl RouteTable {
         Self(routes)
     }
 
+    /// A table of fixed paths, each with its methods (the admin listener's).
+    pub fn from_paths(paths: &[(&str, &[Method])]) -> Self {
+        let routes = paths
+            .iter()
+            .map(|(path, methods)| {
+                let allow = methods
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                Arc::new(RouteEntry {
+                    template: Arc::from(*path),
+                    segments: path
+                        .trim_start_matches('/')
+                        .split('/')
+                        .map(|s| Segment::Literal(s.to_owned()))
+                        .collect(),
+                    methods: methods.to_vec(),
+                    allow: HeaderValue::from_str(&allow)
+                        .expect("method names are valid header text"),
+                })
+            })
+            .collect();
+        Self(routes)
+    }
+
     /// The route `path` belongs to, if any.
     pub fn resolve(&self, path: &str) -> Option<&Arc<RouteEntry>> {
         if path == "/" {

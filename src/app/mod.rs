@@ -1,0 +1,492 @@
+//! The request pipeline of both listeners: one [`Endpoint`] whose [`Pipeline::call`] reads top
+//! to bottom — request id → protocol checks → route (resolved once) → shed → limits → handler
+//! with its panic contained → problem+json → headers → metrics and access log. A request the
+//! client abandons is still logged and counted, with nginx's status 499.
+
+pub mod table;
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use poem::{
+    Endpoint, IntoResponse, PathPattern, Request, Response, Result,
+    error::ResponseError,
+    http::{HeaderValue, Method, StatusCode, Uri, Version, header, uri::Authority},
+};
+use rand::Rng;
+
+use crate::{
+    error::{ApiError, error_response},
+    metrics::{RequestLabels, method_label, status_class},
+    state::AppState,
+};
+use table::{RouteEntry, RouteTable};
+
+/// Header carrying the request id in both directions.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Route label of requests no route matched.
+const UNMATCHED: &str = "unmatched";
+
+/// The access log keeps at most this much of a path, so a client cannot make log lines large.
+pub const LOGGED_PATH_LIMIT: usize = 1024;
+
+/// The status logged and counted for a request whose client went away before the answer
+/// (nginx's convention).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Which listener a pipeline serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The public API: every layer.
+    Api,
+    /// Probes and metrics: no shedding, timeout or faults; logged at debug level.
+    Admin,
+}
+
+impl Listener {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// A document served as shared bytes: no copy, no rebuild, per response.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// The path, like `/openapi.json`.
+    pub path: &'static str,
+    /// Its content type.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// What a request resolved to.
+enum Target<'a> {
+    /// An operation of the route table.
+    Operation(&'a Arc<RouteEntry>),
+    /// One of the documents.
+    Document(&'a Document),
+    /// Anything else: the handlers' router answers (404, or a route of its own).
+    Other,
+}
+
+/// `GET, HEAD`: the methods of the documents.
+const DOCUMENT_ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD");
+
+/// The pipeline: see the module docs.
+pub struct Pipeline<E> {
+    listener: Listener,
+    state: Arc<AppState>,
+    /// The handlers (poem's router with the OpenAPI operations, or the admin routes).
+    handlers: E,
+    routes: RouteTable,
+    documents: Vec<Document>,
+}
+
+impl<E: Endpoint> Pipeline<E> {
+    /// A pipeline for `listener` in front of `handlers`; `routes` lists the operations (their
+    /// templates label metrics and give 405 its `Allow`), `documents` are served as they are.
+    pub fn new(
+        listener: Listener,
+        state: Arc<AppState>,
+        handlers: E,
+        routes: RouteTable,
+        documents: Vec<Document>,
+    ) -> Self {
+        Self {
+            listener,
+            state,
+            handlers,
+            routes,
+            documents,
+        }
+    }
+
+    fn resolve(&self, path: &str) -> Target<'_> {
+        if let Some(document) = self.documents.iter().find(|d| d.path == path) {
+            return Target::Document(document);
+        }
+        match self.routes.resolve(path) {
+            Some(entry) => Target::Operation(entry),
+            None => Target::Other,
+        }
+    }
+
+    /// Shed, limits, faults and the handler, with its panic contained.
+    async fn handle(&self, target: &Target<'_>, mut req: Request) -> Result<Response> {
+        let config = &self.state.config;
+        let _in_flight = match self.listener {
+            Listener::Api => Some(self.admit()?),
+            Listener::Admin => None,
+        };
+        if self.listener == Listener::Api {
+            limit_body(&req, config.body_limit)?;
+        }
+        let method_allowed = match target {
+            Target::Operation(entry) => entry.serves(req.method()),
+            Target::Document(_) => matches!(*req.method(), Method::GET | Method::HEAD),
+            Target::Other => false,
+        };
+        if let (Target::Document(document), true) = (target, method_allowed) {
+            return Ok(Response::builder()
+                .content_type(document.content_type)
+                .body(document.body.clone()));
+        }
+        if let (Target::Document(_), false) = (target, method_allowed) {
+            return Err(poem::error::MethodNotAllowedError.into());
+        }
+        req.extensions_mut().insert(self.state.clone());
+        let handler = async {
+            // Operations only: a 404 or 405 stays what it is.
+            if self.listener == Listener::Api && method_allowed {
+                inject_faults(&self.state).await?;
+            }
+            self.handlers
+                .call(req)
+                .await
+                .map(IntoResponse::into_response)
+        };
+        let contained = AssertUnwindSafe(handler).catch_unwind();
+        let outcome = match self.listener {
+            // The handler must produce its response head within the request timeout; a
+            // streamed body may go on after that.
+            Listener::Api => tokio::time::timeout(config.request_timeout, contained)
+                .await
+                .map_err(|_| ApiError::Timeout)?,
+            Listener::Admin => contained.await,
+        };
+        outcome.unwrap_or_else(|_| {
+            // The panic hook has logged the message and location.
+            self.state.metrics.count_panic();
+            Err(HandlerPanicked.into())
+        })
+    }
+
+    /// The in-flight count, and the optional limit: a fast refusal the client can retry
+    /// elsewhere beats a slow answer to everyone.
+    fn admit(&self) -> Result<InFlight<'_>> {
+        let gauge = self.state.metrics.in_flight();
+        let before = gauge.inc();
+        let in_flight = InFlight(gauge);
+        let limit = i64::from(self.state.config.max_in_flight);
+        if limit > 0 && before >= limit {
+            self.state.metrics.count_shed();
+            return Err(ApiError::Overloaded.into());
+        }
+        Ok(in_flight)
+    }
+}
+
+impl<E: Endpoint> Endpoint for Pipeline<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> Result<Response> {
+        let request_id = request_id(&req);
+        let target = self.resolve(req.uri().path());
+        let mut exchange = Exchange {
+            started: Instant::now(),
+            state: &self.state,
+            listener: self.listener,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            route: match &target {
+                Target::Operation(entry) => Some(entry.template.clone()),
+                Target::Document(document) => Some(document.path.into()),
+                Target::Other => None,
+            },
+            request_id,
+            done: false,
+        };
+
+        let result = match protocol_error(&req) {
+            Some(err) => Err(err),
+            None => self.handle(&target, req).await,
+        };
+
+        let mut response = match result {
+            Ok(response) => response,
+            Err(err) => {
+                if err.status().is_server_error() {
+                    tracing::error!(request_id = %exchange.request_id, error = %err, "request failed");
+                }
+                if exchange.route.is_none() {
+                    exchange.route = err.data::<PathPattern>().map(|p| p.0.clone());
+                }
+                error_response(&err, exchange.uri.path(), &exchange.request_id)
+            }
+        };
+        if exchange.route.is_none() {
+            exchange.route = response.data::<PathPattern>().map(|p| p.0.clone());
+        }
+        self.finish_headers(&target, &mut response, &exchange);
+        exchange.finish(response.status().as_u16());
+        Ok(response)
+    }
+}
+
+impl<E> Pipeline<E> {
+    /// The headers every answer gets, and those a status requires (RFC 9110): `Allow` on 405,
+    /// `WWW-Authenticate` on 401, `Proxy-Authenticate` on 407, `Upgrade` on 426.
+    fn finish_headers(&self, target: &Target<'_>, response: &mut Response, exchange: &Exchange) {
+        let status = response.status();
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&exchange.request_id) {
+            headers.insert(REQUEST_ID, value);
+        }
+        let required = match status {
+            StatusCode::METHOD_NOT_ALLOWED => match target {
+                Target::Operation(entry) => Some((header::ALLOW, entry.allow().clone())),
+                Target::Document(_) => Some((header::ALLOW, DOCUMENT_ALLOW)),
+                Target::Other => None,
+            },
+            StatusCode::UNAUTHORIZED => Some((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"poem-api\""),
+            )),
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED => Some((
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"poem-api\""),
+            )),
+            StatusCode::UPGRADE_REQUIRED => {
+                Some((header::UPGRADE, HeaderValue::from_static("HTTP/2")))
+            }
+            _ => None,
+        };
+        if let Some((name, value)) = required
+            && !headers.contains_key(&name)
+        {
+            headers.insert(name, value);
+        }
+        if self.state.lifecycle.is_leaving() {
+            // While draining, ask keep-alive clients to reconnect: new connections go to the
+            // instances that are still ready, which established ones never would.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+}
+
+/// One request's record: metrics and the access-log line, written by [`Exchange::finish`], or
+/// with status 499 when the request future is dropped first (the client went away).
+struct Exchange<'a> {
+    started: Instant,
+    state: &'a AppState,
+    listener: Listener,
+    method: Method,
+    uri: Uri,
+    route: Option<Arc<str>>,
+    request_id: String,
+    done: bool,
+}
+
+impl Exchange<'_> {
+    fn finish(&mut self, status: u16) {
+        self.done = true;
+        let elapsed = self.started.elapsed();
+        let route = self.route.clone().unwrap_or_else(|| UNMATCHED.into());
+        let labels = RequestLabels {
+            listener: self.listener.label(),
+            method: method_label(&self.method),
+            route,
+            status: status_class(status),
+        };
+        self.state.metrics.observe(&labels, elapsed);
+        if self.state.config.access_log {
+            self.log(&labels.route, status, elapsed);
+        }
+    }
+
+    fn log(&self, route: &str, status: u16, elapsed: Duration) {
+        let listener = self.listener.label();
+        let method = self.method.as_str();
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        let (path, path_truncated) = logged_path(self.uri.path());
+        let request_id = self.request_id.as_str();
+        // Probes and scrapes would drown the API's lines: debug level only.
+        macro_rules! line {
+            ($level:ident) => {
+                if path_truncated {
+                    tracing::$level!(target: "access", listener, method, route, path,
+                        path_truncated, status, latency_ms, request_id, "request");
+                } else {
+                    tracing::$level!(target: "access", listener, method, route, path, status,
+                        latency_ms, request_id, "request");
+                }
+            };
+        }
+        match self.listener {
+            Listener::Api => line!(info),
+            Listener::Admin => line!(debug),
+        }
+    }
+}
+
+impl Drop for Exchange<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(CLIENT_CLOSED_REQUEST);
+        }
+    }
+}
+
+/// The first [`LOGGED_PATH_LIMIT`] bytes of `path` (at a character boundary), and whether it
+/// was cut.
+fn logged_path(path: &str) -> (&str, bool) {
+    if path.len() <= LOGGED_PATH_LIMIT {
+        return (path, false);
+    }
+    let mut end = LOGGED_PATH_LIMIT;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&path[..end], true)
+}
+
+/// The client's request id if it is a reasonable one, else a new UUID.
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// What hyper lets through but HTTP/1.1 forbids or this server does not do, as nginx answers
+/// it: a missing, repeated or invalid `Host` (RFC 9112 §3.2: 400); a request target that is
+/// not a path (`*`, authority-form, CONNECT: 400); a transfer coding other than `chunked`
+/// (hyper reads `gzip, chunked` as chunked and would hand the handler gzip bytes: 501).
+fn protocol_error(req: &Request) -> Option<poem::Error> {
+    let bad = |detail: &str| Some(ApiError::BadRequest(detail.to_owned()).into());
+    if req.version() >= Version::HTTP_11 {
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (None, _) => return bad("an HTTP/1.1 request needs a Host header"),
+            (Some(_), Some(_)) => return bad("the request has more than one Host header"),
+            (Some(host), None) if !valid_host(host) => return bad("the Host header is invalid"),
+            _ => {}
+        }
+    }
+    if *req.method() == Method::CONNECT {
+        return bad("CONNECT is not served: this is not a proxy");
+    }
+    let path = req.uri().path();
+    let asterisk_form = *req.method() == Method::OPTIONS && path == "*";
+    if !(path.starts_with('/') || asterisk_form) {
+        return bad("the request target must be a path");
+    }
+    for value in req.headers().get_all(header::TRANSFER_ENCODING) {
+        let only_chunked = value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .all(|coding| coding.trim().eq_ignore_ascii_case("chunked"))
+        });
+        if !only_chunked {
+            return Some(
+                ApiError::NotImplemented("only the chunked transfer coding is supported").into(),
+            );
+        }
+    }
+    None
+}
+
+fn valid_host(host: &HeaderValue) -> bool {
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    !host.is_empty() && !host.contains('@') && host.parse::<Authority>().is_ok()
+}
+
+/// Refuses a body whose declared length is over the limit without reading it. Bodies without
+/// a length (chunked) are bounded where they are read (`validation::ValidJson`).
+fn limit_body(req: &Request, limit: usize) -> Result<()> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => Err(ApiError::PayloadTooLarge(limit).into()),
+        _ => Ok(()),
+    }
+}
+
+/// Fault injection, as podinfo offers it: a random delay up to `fault_delay`, and a 500 for a
+/// `fault_error_rate` fraction of requests.
+async fn inject_faults(state: &AppState) -> Result<()> {
+    let config = &state.config;
+    if config.fault_delay.is_zero() && config.fault_error_rate == 0.0 {
+        return Ok(());
+    }
+    let (delay, fail) = {
+        let mut rng = rand::rng();
+        let delay = (!config.fault_delay.is_zero())
+            .then(|| config.fault_delay.mul_f64(rng.random::<f64>()));
+        (
+            delay,
+            config.fault_error_rate > 0.0 && rng.random_bool(config.fault_error_rate),
+        )
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    if fail {
+        return Err(ApiError::InjectedFault.into());
+    }
+    Ok(())
+}
+
+/// One request counted in flight until dropped, also when the request future is cancelled.
+struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A handler panicked.
+#[derive(Debug)]
+struct HandlerPanicked;
+
+impl std::fmt::Display for HandlerPanicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the handler panicked")
+    }
+}
+
+impl std::error::Error for HandlerPanicked {}
+
+impl ResponseError for HandlerPanicked {
+    fn status(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_paths_are_cut_for_the_log_at_a_character_boundary() {
+        assert_eq!(logged_path("/short"), ("/short", false));
+        let long = format!("/{}", "é".repeat(LOGGED_PATH_LIMIT));
+        let (cut, truncated) = logged_path(&long);
+        assert!(truncated && cut.len() <= LOGGED_PATH_LIMIT && cut.len() >= LOGGED_PATH_LIMIT - 1);
+    }
+
+    #[test]
+    fn host_values_are_checked_as_authorities() {
+        assert!(valid_host(&HeaderValue::from_static("example.com:8080")));
+        assert!(valid_host(&HeaderValue::from_static("[::1]:9191")));
+        assert!(!valid_host(&HeaderValue::from_static("")));
+        assert!(!valid_host(&HeaderValue::from_static("a b")));
+        assert!(!valid_host(&HeaderValue::from_static("user@example.com")));
+    }
+}
