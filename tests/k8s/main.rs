@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use poem_api::server::MemoryBudget;
 use serde_json::{Value, json};
 use support::{TREES, effective_config, find, resolve_port, seconds, server_container};
 
@@ -174,9 +175,9 @@ fn every_pod_is_in_the_guaranteed_qos_class() {
 }
 
 /// A container over its memory limit is OOM-killed, with every connection it held. The limit must
-/// cover the server's worst case for the overlay's own settings (connections, head and body
-/// limits): a thousand clients holding unfinished uploads must meet 503s and backpressure, not a
-/// restart.
+/// cover the server's own worst case ([`MemoryBudget`]) for the overlay's settings (connections,
+/// head and body limits): a thousand clients holding unfinished uploads must meet backpressure,
+/// not a restart.
 #[test]
 #[ignore = "needs kubectl"]
 fn the_memory_limit_covers_the_servers_worst_case_for_the_overlays_settings() {
@@ -188,17 +189,20 @@ fn the_memory_limit_covers_the_servers_worst_case_for_the_overlays_settings() {
 
         // Act
         let limit = support::resource(container, "limits", "memory");
-        let worst = support::worst_case_memory(&config);
+        let budget = MemoryBudget::for_config(&config);
 
         // Assert
         let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
         assert!(
-            limit >= worst as f64,
-            "{tree}: memory limit {:.0} MiB is below the worst case of {:.0} MiB for \
-             {} connections with {} B heads and {} B bodies",
+            limit >= budget.total as f64,
+            "{tree}: memory limit {:.1} MiB is below the server's worst case of {:.1} MiB \
+             ({:.1} MiB + {} API connections and the admin listener's, {} KiB each; \
+             {} B heads, {} B bodies)",
             mib(limit),
-            mib(worst as f64),
+            mib(budget.total as f64),
+            mib(budget.base as f64),
             config.max_connections,
+            budget.per_connection / 1024,
             config.header_limit,
             config.body_limit,
         );

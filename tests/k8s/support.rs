@@ -382,15 +382,3 @@ pub fn env_var(container: &Value, name: &str) -> Option<String> {
         .find(|(n, _)| n == name)
         .map(|(_, v)| v)
 }
-
-/// The server's worst-case memory use for `config`, in bytes: every connection the limit admits
-/// holding a full request head, a full body and its I/O buffers at once, plus the runtime's and
-/// the shared buffers' share. Mirrors the server's own formula; kept in this one function so a
-/// change there is a change here.
-pub fn worst_case_memory(config: &Config) -> u64 {
-    const KIB: u64 = 1024;
-    const MIB: u64 = 1024 * KIB;
-    let per_connection =
-        config.header_limit as u64 + config.body_limit as u64 + 3 * 64 * KIB + 16 * KIB;
-    24 * MIB + u64::from(config.max_connections) * per_connection + 64 * 64 * KIB
-}
