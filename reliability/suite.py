@@ -15,6 +15,7 @@ import abuse
 import faults
 import fuzz
 import rolling
+import serving
 import zero_loss
 from harness import RUN_DIR, Row, binary
 
@@ -23,7 +24,7 @@ PROFILES = {
     "ci":   dict(repeat=1, rolling=1, examples=300, fuzz_time=300, fault_n=2000),
     "long": dict(repeat=10, rolling=3, examples=1000, fuzz_time=1800, fault_n=10000),
 }
-CHECKS = ["zero-loss", "rolling", "abuse", "fuzz", "faults"]
+CHECKS = ["zero-loss", "rolling", "abuse", "fuzz", "faults", "serving"]
 
 
 def run_check(name: str, p: dict, profile: str, prune: bool = False) -> list[Row]:
@@ -38,6 +39,8 @@ def run_check(name: str, p: dict, profile: str, prune: bool = False) -> list[Row
         return fuzz.check(p["examples"], p["fuzz_time"], cmd, prune)
     if name == "faults":
         return faults.check(p["fault_n"], cmd)
+    if name == "serving":
+        return serving.check(cmd)
     raise ValueError(name)
 
 

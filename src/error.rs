@@ -30,9 +30,12 @@ pub struct Problem {
     /// The request id, also in the `x-request-id` response header; quote it to find the logs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// Every invalid field, for 422.
+    /// The invalid fields, for 422: at most the first 32, in the request type's field order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
+    /// How many fields are invalid in all, for 422 (`errors` lists at most 32 of them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_count: Option<usize>,
 }
 
 /// One invalid field of a request body.
@@ -42,6 +45,45 @@ pub struct FieldError {
     pub field: String,
     /// What is wrong with it.
     pub message: String,
+}
+
+/// The invalid fields of a request: the first [`FieldErrors::LISTED`] in the request type's
+/// field order, and how many there are in all. The cap bounds the 422 body and the work of
+/// building it, whatever the request holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldErrors {
+    /// The first invalid fields, at most [`FieldErrors::LISTED`].
+    pub listed: Vec<FieldError>,
+    /// How many fields are invalid, listed or not.
+    pub count: usize,
+}
+
+impl FieldErrors {
+    /// Most field errors one 422 lists.
+    pub const LISTED: usize = 32;
+
+    /// A single invalid field.
+    pub fn one(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            listed: vec![FieldError {
+                field: field.into(),
+                message: message.into(),
+            }],
+            count: 1,
+        }
+    }
+
+    fn detail(&self) -> String {
+        if self.count > self.listed.len() {
+            format!(
+                "{} invalid fields; the first {} are listed",
+                self.count,
+                self.listed.len()
+            )
+        } else {
+            format!("{} invalid field(s)", self.count)
+        }
+    }
 }
 
 /// An error a handler returns. Client errors say what was wrong; internal errors are logged
@@ -54,8 +96,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     /// `415 Unsupported Media Type`.
     UnsupportedMediaType(String),
-    /// `422 Unprocessable Content`: parsed, but the listed fields are invalid.
-    Invalid(Vec<FieldError>),
+    /// `422 Unprocessable Content`: parsed, but these fields are invalid.
+    Invalid(FieldErrors),
     /// `500 Internal Server Error` injected on purpose (`POEM_API_FAULT_ERROR_RATE`).
     InjectedFault,
     /// `503 Service Unavailable`: the request did not finish within the request timeout.
@@ -90,7 +132,7 @@ impl ApiError {
             Self::UnsupportedMediaType(got) => {
                 format!("expected content type application/json, got {got}")
             }
-            Self::Invalid(errors) => format!("{} invalid field(s)", errors.len()),
+            Self::Invalid(errors) => errors.detail(),
             Self::InjectedFault => "a fault was injected on purpose (fault injection is on)".into(),
             Self::Timeout => "the request did not complete within the request timeout".into(),
             Self::Overloaded => "too many requests in flight; retry later".into(),
@@ -128,9 +170,7 @@ impl ResponseError for ApiError {
 
     fn as_response(&self) -> Response {
         let mut problem = Problem::new(self.status(), self.detail());
-        if let Self::Invalid(errors) = self {
-            problem.errors = Some(errors.clone());
-        }
+        problem.set_field_errors(self);
         let mut response = problem.into_response();
         if self.retry_after() {
             response
@@ -152,6 +192,15 @@ impl Problem {
             instance: None,
             request_id: None,
             errors: None,
+            error_count: None,
+        }
+    }
+
+    /// `errors` and `error_count` of a 422.
+    fn set_field_errors(&mut self, err: &ApiError) {
+        if let ApiError::Invalid(errors) = err {
+            self.errors = Some(errors.listed.clone());
+            self.error_count = Some(errors.count);
         }
     }
 
@@ -161,9 +210,7 @@ impl Problem {
         let status = err.status();
         if let Some(api) = err.downcast_ref::<ApiError>() {
             let mut problem = Self::new(status, api.detail());
-            if let ApiError::Invalid(errors) = api {
-                problem.errors = Some(errors.clone());
-            }
+            problem.set_field_errors(api);
             return problem;
         }
         let detail = match status.as_u16() {
@@ -223,7 +270,10 @@ impl ApiResponse for ApiError {
                 problem(400, "The request cannot be parsed"),
                 problem(413, "The request body is too large"),
                 problem(415, "The request body is not JSON"),
-                problem(422, "The request body has invalid fields, all listed"),
+                problem(
+                    422,
+                    "The request body has invalid fields: the first 32 listed, all counted",
+                ),
                 problem(500, "Internal error, or an injected fault"),
                 problem(
                     503,

@@ -1,6 +1,8 @@
 //! What every handler and middleware shares: configuration, lifecycle, metrics, identity.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 
 use tokio::sync::Semaphore;
 
@@ -29,6 +31,8 @@ pub struct AppState {
     pub hostname: String,
     /// One permit per stream that may be open (`POEM_API_MAX_STREAMS`).
     pub streams: Arc<Semaphore>,
+    /// The JSON of `GET /`, made on first use: nothing in it changes while the process runs.
+    pub info: OnceLock<Bytes>,
 }
 
 impl AppState {
@@ -40,6 +44,7 @@ impl AppState {
             lifecycle: Lifecycle::default(),
             metrics: Metrics::new(VERSION, REVISION),
             hostname: hostname(),
+            info: OnceLock::new(),
         })
     }
 }

@@ -3,16 +3,17 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::{Object, OpenApi, payload::Json};
+use poem_openapi::{Object, OpenApi};
 
 use super::Tag;
 use crate::{
     error::ApiError,
     state::{AppState, REVISION, VERSION},
+    validation::PreparedJson,
 };
 
 /// Service information.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 pub struct Info {
     /// Service name.
     pub name: String,
@@ -33,13 +34,18 @@ pub struct InfoApi;
 impl InfoApi {
     /// Service information
     #[oai(path = "/", method = "get", operation_id = "info")]
-    async fn info(&self, state: Data<&Arc<AppState>>) -> Result<Json<Info>, ApiError> {
-        Ok(Json(Info {
-            name: env!("CARGO_PKG_NAME").into(),
-            version: VERSION.into(),
-            revision: REVISION.into(),
-            hostname: state.hostname.clone(),
-            message: state.config.message.clone(),
-        }))
+    async fn info(&self, state: Data<&Arc<AppState>>) -> Result<PreparedJson<Info>, ApiError> {
+        // Nothing in it changes while the process runs: serialized once, sent as shared bytes.
+        let body = state.info.get_or_init(|| {
+            PreparedJson::new(&Info {
+                name: env!("CARGO_PKG_NAME").into(),
+                version: VERSION.into(),
+                revision: REVISION.into(),
+                hostname: state.hostname.clone(),
+                message: state.config.message.clone(),
+            })
+            .into_bytes()
+        });
+        Ok(PreparedJson::from_bytes(body.clone()))
     }
 }
