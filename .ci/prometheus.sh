@@ -184,8 +184,18 @@ wait_for "the recording rule has the request rate of GET /" \
 # 20% of requests fail; the bounds are more than six standard deviations wide for 300 requests.
 wait_for "the recorded error ratio is the fault rate" \
   '0.05 < v < 0.5' 'namespace_job:http_request_errors:ratio_rate5m{job="poem-api"}'
+# Its value depends on the machine's timing; that it exists shows the bucket series and its
+# le="0.25" label are named as the rule expects.
+wait_for "the recorded share of requests slower than 250 ms exists" \
+  '0 <= v <= 1' 'namespace_job:http_request_slow:ratio_rate5m{job="poem-api"}'
 wait_for "the fast error-budget alert is pending on the real series (it fires after its 'for')" \
   'v == 1' 'count(ALERTS{alertname="PoemApiErrorBudgetBurnFast",alertstate=~"pending|firing"})'
+# The dropped-lines counter is 0 unless stdout falls behind; only its presence is checked.
+if [ -n "$(query 'poem_api_log_lines_dropped_total{job="poem-api"}')" ]; then
+  echo "ok: poem_api_log_lines_dropped_total is exposed (PoemApiLogLinesDropped watches it)"
+else
+  echo "note: this server build exposes no poem_api_log_lines_dropped_total; PoemApiLogLinesDropped cannot fire with it"
+fi
 [ -z "$(query 'ALERTS{alertname=~"PoemApiInstanceDown|PoemApiAbsent"}')" ] ||
   fail "an instance alert is active while the server is scraped: $(query 'ALERTS')"
 echo "ok: no instance alert while the server is up"
