@@ -12,7 +12,8 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
+use poem_api::server::MemoryBudget;
+use serde_json::{Value, json};
 use support::{TREES, effective_config, find, resolve_port, seconds, server_container};
 
 /// Time the grace period must leave beyond drain delay + shutdown timeout: the signal's delivery,
@@ -71,6 +72,162 @@ fn every_in_flight_request_can_finish_within_the_shutdown_timeout() {
             "{tree}: shutdown timeout {:?} is shorter than the request timeout {:?}",
             config.shutdown_timeout,
             config.request_timeout,
+        );
+    }
+}
+
+/// Client-side `kubectl apply` writes every field of the manifest over the live object, so a
+/// `replicas` in the manifest resets what the HorizontalPodAutoscaler chose and kills the pods it
+/// added, on every apply. Where an HPA scales a Deployment, the manifest must leave the field out.
+#[test]
+#[ignore = "needs kubectl"]
+fn no_deployment_scaled_by_an_hpa_sets_replicas() {
+    for tree in TREES {
+        // Arrange
+        let objects = support::render(tree);
+        let scaled: Vec<&str> = objects
+            .iter()
+            .filter(|o| o["kind"] == "HorizontalPodAutoscaler")
+            .filter(|hpa| hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment")
+            .filter_map(|hpa| hpa["spec"]["scaleTargetRef"]["name"].as_str())
+            .collect();
+        assert!(!scaled.is_empty(), "{tree}: no HPA scales a Deployment");
+
+        for name in scaled {
+            // Act
+            let deployment = find(&objects, "Deployment", name);
+
+            // Assert
+            assert!(
+                deployment["spec"].get("replicas").is_none(),
+                "{tree}: Deployment {name} is scaled by an HPA but sets replicas: {}",
+                deployment["spec"]["replicas"]
+            );
+        }
+    }
+}
+
+/// The HPA's utilization is relative to the CPU request, but what a pod can do is bounded by its
+/// worker threads and its CPU limit. Under a 1-CPU limit tokio runs one worker; a 70% target of a
+/// 250m request would then scale out at a sixth of a pod's capacity. The target, read back in
+/// cores, must lie between half and nine tenths of what the workers can use.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_hpa_scales_out_at_a_sensible_share_of_what_the_workers_can_use() {
+    for tree in TREES {
+        // Arrange
+        let objects = support::render(tree);
+        let container = server_container(deployment(&objects));
+        let hpa = find(&objects, "HorizontalPodAutoscaler", "poem-api");
+        let request = support::resource(container, "requests", "cpu");
+        let limit = support::resource(container, "limits", "cpu");
+        let workers: f64 = support::env_var(container, "TOKIO_WORKER_THREADS")
+            .unwrap_or_else(|| panic!("{tree}: TOKIO_WORKER_THREADS is not stated"))
+            .parse()
+            .expect("TOKIO_WORKER_THREADS is a number");
+        let cpu = hpa["spec"]["metrics"]
+            .as_array()
+            .expect("the HPA has metrics")
+            .iter()
+            .find(|m| m["type"] == "Resource" && m["resource"]["name"] == "cpu")
+            .unwrap_or_else(|| panic!("{tree}: the HPA does not scale on CPU"));
+        assert_eq!(cpu["resource"]["target"]["type"], "Utilization", "{tree}");
+        let utilization = cpu["resource"]["target"]["averageUtilization"]
+            .as_f64()
+            .expect("averageUtilization");
+
+        // Act
+        let capacity = limit.min(workers);
+        let target = request * utilization / 100.0;
+
+        // Assert
+        assert_eq!(
+            workers,
+            limit.floor().max(1.0),
+            "{tree}: {workers} worker threads for a CPU limit of {limit}: more would contend for \
+             the quota, fewer would leave it unused"
+        );
+        assert!(
+            (0.5 * capacity..=0.9 * capacity).contains(&target),
+            "{tree}: the HPA scales out at {target:.3} CPU ({utilization}% of the {request} CPU \
+             request), but a pod can use {capacity} CPU ({workers} workers, limit {limit})"
+        );
+    }
+}
+
+/// Requests equal to limits for CPU and memory put the pod in the Guaranteed QoS class: it gets
+/// what the memory arithmetic sized it for, and is the last to go under node pressure.
+#[test]
+#[ignore = "needs kubectl"]
+fn every_pod_is_in_the_guaranteed_qos_class() {
+    for tree in TREES {
+        let objects = support::render(tree);
+        let container = server_container(deployment(&objects));
+        for resource in ["cpu", "memory"] {
+            let request = support::resource(container, "requests", resource);
+            let limit = support::resource(container, "limits", resource);
+            assert_eq!(
+                request, limit,
+                "{tree}: {resource} request {request} is not the limit {limit}"
+            );
+        }
+    }
+}
+
+/// A container over its memory limit is OOM-killed, with every connection it held. The limit must
+/// cover the server's own worst case ([`MemoryBudget`]) for the overlay's settings (connections,
+/// head and body limits): a thousand clients holding unfinished uploads must meet backpressure,
+/// not a restart.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_memory_limit_covers_the_servers_worst_case_for_the_overlays_settings() {
+    for tree in TREES {
+        // Arrange
+        let objects = support::render(tree);
+        let container = server_container(deployment(&objects));
+        let config = effective_config(container);
+
+        // Act
+        let limit = support::resource(container, "limits", "memory");
+        let budget = MemoryBudget::for_config(&config);
+
+        // Assert
+        let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
+        assert!(
+            limit >= budget.total as f64,
+            "{tree}: memory limit {:.1} MiB is below the server's worst case of {:.1} MiB \
+             ({:.1} MiB + {} API connections and the admin listener's, {} KiB each; \
+             {} B heads, {} B bodies)",
+            mib(limit),
+            mib(budget.total as f64),
+            mib(budget.base as f64),
+            config.max_connections,
+            budget.per_connection / 1024,
+            config.header_limit,
+            config.body_limit,
+        );
+    }
+}
+
+/// The liveness probe keeps running while the pod stops; it must not give up on a process that
+/// is still draining and finishing requests, or a graceful stop becomes a restart.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_liveness_probe_outlasts_a_graceful_stop() {
+    for tree in TREES {
+        let objects = support::render(tree);
+        let container = server_container(deployment(&objects));
+        let config = effective_config(container);
+        let probe = &container["livenessProbe"];
+
+        // Kubernetes' defaults: periodSeconds 10, failureThreshold 3.
+        let patience = seconds(&probe["periodSeconds"], 10)
+            * u32::try_from(probe["failureThreshold"].as_u64().unwrap_or(3)).unwrap();
+        let stop = config.drain_delay + config.shutdown_timeout;
+
+        assert!(
+            patience > stop,
+            "{tree}: liveness gives up after {patience:?}, a graceful stop takes up to {stop:?}"
         );
     }
 }
@@ -242,6 +399,206 @@ fn the_network_policy_refers_to_ports_the_container_declares() {
             "{tree}: ingress ports"
         );
     }
+}
+
+/// The ServiceMonitor finds its targets through a Service; that Service must list every pod's
+/// admin port (draining ones included), add no virtual IP in front of it, and be the only one
+/// selected, so the API Service stays API-only. The scrape path is checked against the real
+/// binary.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_service_monitor_scrapes_the_admin_port_of_every_pod_through_a_headless_service() {
+    let mut checked = 0;
+    for tree in TREES {
+        // Arrange
+        let objects = support::render(tree);
+        let Some(monitor) = objects.iter().find(|o| o["kind"] == "ServiceMonitor") else {
+            continue;
+        };
+        let container = server_container(deployment(&objects));
+        let config = effective_config(container);
+
+        // Act
+        let selected: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "Service")
+            .filter(|s| support::selects(&monitor["spec"]["selector"], &s["metadata"]["labels"]))
+            .collect();
+
+        // Assert
+        let [service] = selected.as_slice() else {
+            panic!(
+                "{tree}: the ServiceMonitor selects {} Services, not one",
+                selected.len()
+            );
+        };
+        assert_eq!(service["spec"]["clusterIP"], "None", "{tree}: headless");
+        assert_eq!(
+            service["spec"]["publishNotReadyAddresses"], true,
+            "{tree}: a draining pod (readiness 503) must still be scraped"
+        );
+        assert!(
+            support::selects(
+                &json!({ "matchLabels": service["spec"]["selector"] }),
+                &deployment(&objects)["spec"]["template"]["metadata"]["labels"]
+            ),
+            "{tree}: the metrics Service does not select the pods"
+        );
+        let ports = service["spec"]["ports"].as_array().expect("ports");
+        let targets: Vec<u16> = ports
+            .iter()
+            .map(|p| resolve_port(container, &p["targetPort"]))
+            .collect();
+        assert_eq!(
+            targets,
+            [config.admin_port],
+            "{tree}: metrics Service targets"
+        );
+        let endpoints = monitor["spec"]["endpoints"].as_array().expect("endpoints");
+        assert!(
+            !endpoints.is_empty(),
+            "{tree}: the ServiceMonitor has no endpoint"
+        );
+        let server = Server::start(container);
+        for endpoint in endpoints {
+            assert!(
+                ports.iter().any(|p| p["name"] == endpoint["port"]),
+                "{tree}: the ServiceMonitor scrapes port {}, which the Service does not name",
+                endpoint["port"]
+            );
+            let path = endpoint["path"].as_str().unwrap_or("/metrics");
+            if let Err(e) = support::wait_for_status(
+                server.admin,
+                path,
+                200,
+                Duration::from_millis(50),
+                Duration::from_secs(10),
+            ) {
+                panic!("{tree}: the ServiceMonitor scrapes {path}, which answers no 200: {e}");
+            }
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "the production overlays have a ServiceMonitor"
+    );
+}
+
+/// The alerts select their series by `job`; prometheus-operator sets that label from the
+/// ServiceMonitor's `jobLabel` (the value of that label on the scraped Service). A mismatch
+/// leaves every alert silent and `PoemApiAbsent` firing.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_alert_rules_select_the_job_the_service_monitor_produces() {
+    let mut checked = 0;
+    for tree in TREES {
+        // Arrange
+        let objects = support::render(tree);
+        let Some(rule) = objects.iter().find(|o| o["kind"] == "PrometheusRule") else {
+            continue;
+        };
+        let monitor = find(&objects, "ServiceMonitor", "poem-api");
+        let service = find(&objects, "Service", "poem-api-metrics");
+        let job_label = monitor["spec"]["jobLabel"]
+            .as_str()
+            .expect("the ServiceMonitor sets jobLabel");
+        let job = service["metadata"]["labels"][job_label]
+            .as_str()
+            .unwrap_or_else(|| panic!("{tree}: the metrics Service has no label {job_label}"));
+
+        // Act
+        let selected: Vec<String> = rule["spec"]["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .filter_map(|r| r["expr"].as_str().map(str::to_owned))
+            .flat_map(|expr| {
+                expr.split("job=\"")
+                    .skip(1)
+                    .map(|rest| rest.split('"').next().unwrap_or_default().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+
+        // Assert
+        assert!(!selected.is_empty(), "{tree}: no rule selects a job");
+        for selected in selected {
+            assert_eq!(
+                selected, job,
+                "{tree}: a rule selects job=\"{selected}\", the ServiceMonitor produces job=\"{job}\""
+            );
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "the production overlays have a PrometheusRule"
+    );
+}
+
+/// The HTTPRoute and the Ingress reach the API listener through the API Service, never the
+/// admin listener.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_route_and_the_ingress_send_traffic_to_the_api_port() {
+    let mut entry_points = 0;
+    for tree in TREES {
+        // Arrange
+        let objects = support::render(tree);
+        let container = server_container(deployment(&objects));
+        let config = effective_config(container);
+        let backend_port = |service: &str, port: &Value| -> u16 {
+            let service = find(&objects, "Service", service);
+            let entry = service["spec"]["ports"]
+                .as_array()
+                .expect("ports")
+                .iter()
+                .find(|p| p["port"] == *port || p["name"] == *port)
+                .unwrap_or_else(|| panic!("{tree}: the Service has no port {port}"));
+            resolve_port(container, &entry["targetPort"])
+        };
+
+        // Act
+        let mut targets = Vec::new();
+        for route in objects.iter().filter(|o| o["kind"] == "HTTPRoute") {
+            for rule in route["spec"]["rules"].as_array().expect("rules") {
+                for backend in rule["backendRefs"].as_array().expect("backendRefs") {
+                    let service = backend["name"].as_str().expect("a backend name");
+                    targets.push(backend_port(service, &backend["port"]));
+                }
+            }
+            entry_points += 1;
+        }
+        for ingress in objects.iter().filter(|o| o["kind"] == "Ingress") {
+            for rule in ingress["spec"]["rules"].as_array().expect("rules") {
+                for path in rule["http"]["paths"].as_array().expect("paths") {
+                    let service = &path["backend"]["service"];
+                    let port = if service["port"]["name"].is_null() {
+                        &service["port"]["number"]
+                    } else {
+                        &service["port"]["name"]
+                    };
+                    targets.push(backend_port(service["name"].as_str().expect("name"), port));
+                }
+            }
+            entry_points += 1;
+        }
+
+        // Assert
+        for target in targets {
+            assert_eq!(
+                target, config.port,
+                "{tree}: public traffic goes to port {target}, the API listener is {}",
+                config.port
+            );
+        }
+    }
+    assert_eq!(
+        entry_points, 2,
+        "one HTTPRoute and one Ingress across the overlays"
+    );
 }
 
 /// The real binary, started with a container's environment but on loopback and free ports.

@@ -22,7 +22,26 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Every kustomize tree under `k8s/`: the base and each overlay.
-pub const TREES: [&str; 3] = ["base", "overlays/minikube", "overlays/production"];
+pub const TREES: [&str; 4] = [
+    "base",
+    "overlays/minikube",
+    "overlays/production",
+    "overlays/production-ingress",
+];
+
+/// Whether a label selector's `matchLabels` all appear in `labels` (the manifests use no
+/// `matchExpressions`; a selector with them panics rather than match wrongly).
+pub fn selects(selector: &Value, labels: &Value) -> bool {
+    assert!(
+        selector["matchExpressions"].is_null(),
+        "matchExpressions are not understood here: {selector}"
+    );
+    selector["matchLabels"]
+        .as_object()
+        .expect("a selector with matchLabels")
+        .iter()
+        .all(|(key, value)| &labels[key] == value)
+}
 
 /// Renders `k8s/<tree>` with `kubectl kustomize` and returns its objects as JSON values.
 ///
@@ -314,4 +333,52 @@ pub fn wait_for_status(
             _ => std::thread::sleep(every),
         }
     }
+}
+
+/// A Kubernetes resource quantity (`250m`, `"1"`, `0.5`, `128Mi`, `1G`) in base units: cores for
+/// CPU, bytes for memory. Only the suffixes of the quantity grammar; an exponent form (`1e3`) or
+/// a suffix outside it panics, so a test never reads a number it did not understand.
+pub fn quantity(value: &Value) -> f64 {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => panic!("a quantity is a string or a number, not {other}"),
+    };
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("not a quantity: {text}"));
+    let scale = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        other => panic!("unsupported quantity suffix {other:?} in {text}"),
+    };
+    number * scale
+}
+
+/// The container's `resources.<section>.<resource>` as a quantity; panics if it is not set.
+pub fn resource(container: &Value, section: &str, resource: &str) -> f64 {
+    let value = &container["resources"][section][resource];
+    assert!(
+        !value.is_null(),
+        "the container has no resources.{section}.{resource}"
+    );
+    quantity(value)
+}
+
+/// The literal value of one of the container's environment variables, if it sets it.
+pub fn env_var(container: &Value, name: &str) -> Option<String> {
+    env(container)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
 }
