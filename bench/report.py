@@ -212,6 +212,7 @@ INSTRUCTION_LABELS = {
     "poem-api-log": "poem-api, default config (access log on)",
     "poem-api": "poem-api, `POEM_API_ACCESS_LOG=false`",
     "nginx-static": "nginx fixed response",
+    "bare-poem": "bare poem (same framework, no layers; `bench/bare-poem`)",
 }
 INSTRUCTION_WORKLOADS = {"get_root": "GET /", "echo": "POST /api/v1/echo"}
 # The targets for a release build, counted by bench/instructions:
