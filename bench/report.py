@@ -4,6 +4,7 @@
 bench/run calls this itself; run it by hand to re-render committed results:
 
   bench/report.py bench/results/<date>/results.json   # rewrites results.md and chart.svg
+  bench/report.py <dir>/instructions.json             # bench/instructions --json: writes .md
 """
 
 import json
@@ -291,6 +292,14 @@ def instructions_markdown(ins):
               f"(I(2N) − I(N) − idle) / N, N = {st['requests']:,}, `h2load --h1` over "
               f"{st['connections']} keep-alive connections, median of {st['repeat']}; one tokio "
               f"worker; `{ins['command']}`."]
+    bins = {}
+    for key, role in (("baseline", "before"), ("servers", "measured")):
+        for s in ins.get(key, []):
+            if s.get("binary"):
+                bins.setdefault((s["binary"], s.get("sha256")), (role, s["name"]))
+    for (path, sha), (role, name) in bins.items():
+        lines.append(f"{'Before: ' if role == 'before' else ''}{name.split('-log')[0]} binary "
+                     f"`{path}` (sha256 {str(sha)[:16]}…).")
     errors = [f"- {s['name']}: {s['error']}" for s in ins["servers"] + ins.get("baseline", [])
               if "error" in s]
     return "\n".join(lines + ([""] + errors if errors else [])) + "\n"
@@ -602,6 +611,13 @@ def main(argv):
     path = argv[1]
     with open(path) as f:
         result = json.load(f)
+    if "stacks" not in result and "servers" in result:  # bench/instructions --json
+        md = instructions_markdown(result)
+        with open(os.path.splitext(path)[0] + ".md", "w") as f:
+            f.write(md)
+        print(md)
+        print(targets_text({"targets": instruction_targets(result)}))
+        return
     timeout = result["load_generator"].get("timeout_s", 2)
     for s in result["stacks"]:
         s["median"] = aggregate(s["rounds"], timeout)
