@@ -267,7 +267,9 @@ def _before_after(after, before, key, fmt):
     text = fmt(after.get(key))
     if before is not None and before.get(key) is not None and after.get(key) is not None:
         old = before[key]
-        change = f" ({(after[key] - old) / old * 100:+.0f}%)" if old else ""
+        pct = round((after[key] - old) / old * 100) if old else None
+        change = "" if pct is None else \
+            f" ({'±0' if pct == 0 else f'{pct:+d}'.replace('-', '−')}%)"
         text = f"{fmt(old)} → {text}{change}"
     return text
 
