@@ -305,6 +305,20 @@ def instructions_markdown(ins):
     for (path, sha), (role, name) in bins.items():
         lines.append(f"{'Before: ' if role == 'before' else ''}{name.split('-log')[0]} binary "
                      f"`{path}` (sha256 {str(sha)[:16]}…).")
+    calls = []
+    for s in ins["servers"]:
+        for w in wls:
+            e = _instr_entry(ins, s["name"], w)
+            got = {k: v for k, v in ((e or {}).get("libc_calls") or {}).items() if v >= 0.005}
+            if got:
+                calls.append(f"| {INSTRUCTION_LABELS.get(s['name'], s['name'])} | "
+                             f"{INSTRUCTION_WORKLOADS[w]} | " + ", ".join(
+                                 f"{k} {v:.2f}" for k, v in sorted(got.items())) + " |")
+    if calls:
+        lines += ["", "Calls into libc per request, from the same dumps. Each is a system call, "
+                  "except `clock_gettime` (vDSO); `syscall` is the generic wrapper, which Rust's std "
+                  "uses for futex (thread wake-ups):",
+                  "", "| server | workload | calls per request |", "|---|---|---|"] + calls
     errors = [f"- {s['name']}: {s['error']}" for s in ins["servers"] + ins.get("baseline", [])
               if "error" in s]
     return "\n".join(lines + ([""] + errors if errors else [])) + "\n"
