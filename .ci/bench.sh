@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Smoke run of the benchmark harness (bench/run --smoke): every stack, about a second per
-# workload, so the harness never rots. Asserts that it ran and wrote well-formed results with
-# requests for every stack and workload; never asserts performance numbers.
-# Installs what it needs, idempotently: wrk and nginx from apt when missing, the pinned Python
-# packages into the repo's shared .venv.
+# workload, then bench/instructions --smoke (a few hundred requests per workload under
+# callgrind, ~30 s), so the harness never rots. Asserts that it ran and wrote well-formed results
+# with requests for every stack and workload; never asserts performance numbers.
+# Installs what it needs, idempotently: wrk, nginx, valgrind and h2load (nghttp2-client) from apt
+# when missing, the pinned Python packages into the repo's shared .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 if ((${#missing[@]})); then
   echo "bench.sh: installing ${missing[*]}"
   apt-get update -qq
@@ -81,10 +84,32 @@ for s in r["stacks"]:
     check(m["checks_ok"], f"{name}: answers the benchmarked requests correctly "
           + json.dumps({k: v for x in s["rounds"] for k, v in x["checks"].items()
                         if not v["ok"]}))
-check(len(r["targets"]) == 9 and all(t["status"] in ("PASS", "MISS") for t in r["targets"]),
-      "targets evaluated")
+ins = r.get("instructions") or {}
+check(not ins.get("error") and not ins.get("skipped"), "bench/instructions ran: "
+      + str(ins.get("error") or ins.get("skipped")))
+by_name = {s["name"]: s for s in ins.get("servers", [])}
+for name in ("poem-api", "poem-api-log", "nginx-static"):
+    s = by_name.get(name) or {}
+    check("error" not in s and s.get("workloads"), f"instructions {name} ran: {s.get('error')}")
+    # CI's binary is the static release build: its allocator has no symbols to count calls to
+    static = s.get("linkage") == "static"
+    for w in ("get_root", "echo"):
+        got = (s.get("workloads") or {}).get(w) or {}
+        # the smallest real figure is nginx's, ~9,000; a broken count gives 0 or nonsense
+        check(1000 < (got.get("ir") or 0) < 10_000_000, f"instructions {name} {w}: counted")
+        if static:
+            check(got.get("allocs") is None and "static" in got.get("allocs_note", ""),
+                  f"instructions {name} {w}: allocations n/a for a static binary, and said so")
+        else:
+            check((got.get("allocs") or 0) > 0, f"instructions {name} {w}: allocations counted")
+check(by_name.get("poem-api-log", {}).get("stdout_lines", 0) > 0, "access log lines counted")
+static_poem = by_name.get("poem-api", {}).get("linkage") == "static"
+check(len(r["targets"]) == 14 and all(
+    t["status"] in ("PASS", "MISS") or (static_poem and t["unit"] == "allocations")
+    for t in r["targets"]), "targets evaluated")
 md = open(os.path.join(out, "results.md")).read()
 check("| poem-api |" in md and ("PASS" in md or "MISS" in md), "markdown table written")
+check("## Instructions per request (callgrind)" in md, "instructions table written")
 root = ET.parse(os.path.join(out, "chart.svg")).getroot()
 check(root.tag.endswith("svg") and len(list(root.iter("{http://www.w3.org/2000/svg}rect"))) > 10,
       "chart.svg is a well-formed SVG with bars")

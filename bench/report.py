@@ -4,6 +4,7 @@
 bench/run calls this itself; run it by hand to re-render committed results:
 
   bench/report.py bench/results/<date>/results.json   # rewrites results.md and chart.svg
+  bench/report.py <dir>/instructions.json             # bench/instructions --json: writes .md
 """
 
 import json
@@ -143,20 +144,22 @@ def _best_python(result, workload):
     return best
 
 
+def _target(name, value, threshold, op, unit, evidence):
+    if value is None:
+        return {"target": name, "value": None, "threshold": threshold, "op": op,
+                "unit": unit, "status": "N/A", "evidence": evidence}
+    ok = value >= threshold if op == ">=" else value <= threshold
+    return {"target": name, "value": round(value, 3), "threshold": threshold, "op": op,
+            "unit": unit, "status": "PASS" if ok else "MISS", "evidence": evidence}
+
+
 def evaluate_targets(result):
     """poem-api's targets from the issue, computed from this run's medians."""
     targets = []
     poem = _stack(result, "poem-api")
 
-    def add(name, value, threshold, op, unit, evidence):
-        if value is None:
-            targets.append({"target": name, "value": None, "threshold": threshold, "op": op,
-                            "unit": unit, "status": "N/A", "evidence": evidence})
-            return
-        ok = value >= threshold if op == ">=" else value <= threshold
-        targets.append({"target": name, "value": round(value, 3), "threshold": threshold,
-                        "op": op, "unit": unit, "status": "PASS" if ok else "MISS",
-                        "evidence": evidence})
+    def add(*a):
+        targets.append(_target(*a))
 
     for wl, label in WORKLOADS[:2]:
         p = _wl(result, "poem-api", wl)
@@ -194,7 +197,131 @@ def evaluate_targets(result):
             f"{sd['exit_codes']}")
     else:
         add("failed requests when stopped under load (worst round)", None, 0, "<=", "", "")
+    log_on, ceil = _wl(result, "poem-api-log", "get_root"), _wl(result, "nginx-static", "get_root")
+    a = (log_on or {}).get("server_cpu_us_per_request")
+    b = (ceil or {}).get("server_cpu_us_per_request")
+    add("GET / server CPU per request, access log on, vs nginx fixed response",
+        a / b if a and b else None, 1.5, "<=", "x",
+        f"{a:.1f} vs {b:.1f} µs" if a and b else "not measured")
+    targets += instruction_targets(result.get("instructions"))
     return targets
+
+
+# ---------------------------------------------------------------- instructions (callgrind)
+
+INSTRUCTION_LABELS = {
+    "poem-api-log": "poem-api, default config (access log on)",
+    "poem-api": "poem-api, `POEM_API_ACCESS_LOG=false`",
+    "nginx-static": "nginx fixed response",
+    "bare-poem": "bare poem (same framework, no layers; `bench/bare-poem`)",
+}
+INSTRUCTION_WORKLOADS = {"get_root": "GET /", "echo": "POST /api/v1/echo"}
+# The issue's targets for a release build, counted by bench/instructions:
+# (server, workload, measure, at most, unit).
+INSTRUCTION_TARGETS = [
+    ("poem-api-log", "get_root", "ir", 30000, "instructions"),
+    ("poem-api", "get_root", "ir", 25000, "instructions"),
+    ("poem-api-log", "echo", "ir", 40000, "instructions"),
+    ("poem-api-log", "get_root", "allocs", 20, "allocations"),
+]
+
+
+def _instr_entry(ins, name, workload, key="servers"):
+    s = next((s for s in (ins or {}).get(key, []) if s["name"] == name), None)
+    if s is None or "error" in s:
+        return None
+    return s["workloads"].get(workload)
+
+
+def instruction_targets(ins):
+    """The instruction and allocation targets, from bench/instructions' results (N/A when that
+    measurement did not run)."""
+    out = []
+    for name, wl, key, limit, unit in INSTRUCTION_TARGETS:
+        e = _instr_entry(ins, name, wl)
+        v = e.get(key) if e else None
+        log = "on" if name == "poem-api-log" else "off"
+        what = "instructions" if key == "ir" else "heap allocations"
+        if e and v is None:
+            evidence = e.get("allocs_note", "not counted")
+        elif e:
+            evidence = f"callgrind, (I(2N) − I(N) − idle) / N, median of {ins['settings']['repeat']}"
+        else:
+            evidence = (ins or {}).get("skipped") or "not measured"
+        out.append(_target(f"{INSTRUCTION_WORKLOADS[wl]} {what} per request, access log {log}",
+                           v, limit, "<=", unit, evidence))
+    return out
+
+
+def _k(v):
+    return "–" if v is None else f"{v / 1000:.1f}k"
+
+
+def _a(v):
+    return "n/a" if v is None else f"{v:.1f}"
+
+
+def _before_after(after, before, key, fmt):
+    if after is None:
+        return "failed"
+    text = fmt(after.get(key))
+    if before is not None and before.get(key) is not None and after.get(key) is not None:
+        old = before[key]
+        pct = round((after[key] - old) / old * 100) if old else None
+        change = "" if pct is None else \
+            f" ({'±0' if pct == 0 else f'{pct:+d}'.replace('-', '−')}%)"
+        text = f"{fmt(old)} → {text}{change}"
+    return text
+
+
+def instructions_markdown(ins):
+    """bench/instructions' table: instructions and allocations per request, before → after
+    when a baseline binary was measured too."""
+    if not ins or ins.get("skipped"):
+        return f"Not measured: {(ins or {}).get('skipped', 'bench/instructions did not run')}.\n"
+    wls = ins["settings"]["workloads"]
+    lines = ["| server | " + " | ".join(f"{INSTRUCTION_WORKLOADS[w]} instructions | "
+                                         f"{INSTRUCTION_WORKLOADS[w]} allocations"
+                                         for w in wls) + " |",
+             "|---|" + "---:|---:|" * len(wls)]
+    for s in ins["servers"]:
+        row = [INSTRUCTION_LABELS.get(s["name"], s["name"])]
+        for w in wls:
+            after = _instr_entry(ins, s["name"], w)
+            before = _instr_entry(ins, s["name"], w, "baseline")
+            row += [_before_after(after, before, "ir", _k),
+                    _before_after(after, before, "allocs", _a)]
+        lines.append("| " + " | ".join(row) + " |")
+    st = ins["settings"]
+    lines += ["", f"User-space instructions and heap allocations per request under callgrind: "
+              f"(I(2N) − I(N) − idle) / N, N = {st['requests']:,}, `h2load --h1` over "
+              f"{st['connections']} keep-alive connections, median of {st['repeat']}; one tokio "
+              f"worker; `{ins['command']}`."]
+    bins = {}
+    for key, role in (("baseline", "before"), ("servers", "measured")):
+        for s in ins.get(key, []):
+            if s.get("binary"):
+                bins.setdefault((s["binary"], s.get("sha256")), (role, s["name"]))
+    for (path, sha), (role, name) in bins.items():
+        lines.append(f"{'Before: ' if role == 'before' else ''}{name.split('-log')[0]} binary "
+                     f"`{path}` (sha256 {str(sha)[:16]}…).")
+    calls = []
+    for s in ins["servers"]:
+        for w in wls:
+            e = _instr_entry(ins, s["name"], w)
+            got = {k: v for k, v in ((e or {}).get("libc_calls") or {}).items() if v >= 0.005}
+            if got:
+                calls.append(f"| {INSTRUCTION_LABELS.get(s['name'], s['name'])} | "
+                             f"{INSTRUCTION_WORKLOADS[w]} | " + ", ".join(
+                                 f"{k} {v:.2f}" for k, v in sorted(got.items())) + " |")
+    if calls:
+        lines += ["", "Calls into libc per request, from the same dumps. Each is a system call, "
+                  "except `clock_gettime` (vDSO); `syscall` is the generic wrapper, which Rust's std "
+                  "uses for futex (thread wake-ups):",
+                  "", "| server | workload | calls per request |", "|---|---|---|"] + calls
+    errors = [f"- {s['name']}: {s['error']}" for s in ins["servers"] + ins.get("baseline", [])
+              if "error" in s]
+    return "\n".join(lines + ([""] + errors if errors else [])) + "\n"
 
 
 # ---------------------------------------------------------------- markdown
@@ -403,6 +530,9 @@ def markdown(result):
     alc = access_log_cost(result)
     if alc:
         parts += ["## Cost of poem-api's access log", "", alc]
+    if "instructions" in result:
+        parts += ["## Instructions per request (callgrind)", "",
+                  instructions_markdown(result["instructions"])]
     failed = [(s["label"], r["round"], r["error"]) for s in result["stacks"]
               for r in s["rounds"] if r.get("error")]
     if failed:
@@ -500,6 +630,13 @@ def main(argv):
     path = argv[1]
     with open(path) as f:
         result = json.load(f)
+    if "stacks" not in result and "servers" in result:  # bench/instructions --json
+        md = instructions_markdown(result)
+        with open(os.path.splitext(path)[0] + ".md", "w") as f:
+            f.write(md)
+        print(md)
+        print(targets_text({"targets": instruction_targets(result)}))
+        return
     timeout = result["load_generator"].get("timeout_s", 2)
     for s in result["stacks"]:
         s["median"] = aggregate(s["rounds"], timeout)
