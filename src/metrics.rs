@@ -101,6 +101,11 @@ impl Metrics {
                 ("revision", revision.to_owned()),
             ]),
         );
+        registry.register(
+            "poem_api_log_lines_dropped",
+            "Log lines dropped because stdout fell behind",
+            crate::telemetry::dropped_lines().clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector));
         Self {
             registry,

@@ -6,6 +6,7 @@ mod echo;
 mod errors;
 mod helpers;
 mod info;
+mod logging;
 mod openapi;
 mod protection;
 mod readme;
