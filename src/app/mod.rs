@@ -189,10 +189,21 @@ impl<E: Endpoint> Pipeline<E> {
             if self.listener == Listener::Api && method_allowed {
                 inject_faults(&self.state).await?;
             }
-            self.handlers
-                .call(req)
-                .await
-                .map(IntoResponse::into_response)
+            let direct = match target {
+                Target::Operation(entry) if method_allowed => self
+                    .direct
+                    .iter()
+                    .find(|(t, m, _)| Arc::ptr_eq(t, &entry.template) && m == req.method()),
+                _ => None,
+            };
+            match direct {
+                Some((_, _, endpoint)) => endpoint.call(req).await,
+                None => self
+                    .handlers
+                    .call(req)
+                    .await
+                    .map(IntoResponse::into_response),
+            }
         };
         let contained = AssertUnwindSafe(handler).catch_unwind();
         let outcome = match self.listener {

@@ -167,3 +167,22 @@ pub fn admin(state: Arc<AppState>) -> impl Endpoint<Output = Response> + 'static
         Vec::new(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_without_parameters_are_called_directly() {
+        let spec: serde_json::Value = serde_json::from_str(&openapi().spec()).unwrap();
+        let table = RouteTable::from_openapi(&spec);
+        let direct: Vec<String> = direct_operations(&table, &spec)
+            .iter()
+            .map(|(t, m, _)| format!("{m} {t}"))
+            .collect();
+        assert_eq!(
+            direct,
+            ["GET /", "POST /api/v1/echo", "GET /api/v1/headers"]
+        );
+    }
+}

@@ -71,3 +71,11 @@ async fn responses_ask_clients_to_close_the_connection_while_the_instance_drains
     draining.assert_status(StatusCode::OK);
     draining.assert_header("connection", "close");
 }
+
+#[tokio::test]
+async fn get_root_is_served_without_poems_router() {
+    let state = helpers::state(&[]);
+    let response = helpers::api(&state).get("/").send().await;
+    response.assert_status_is_ok();
+    assert!(response.0.data::<poem::PathPattern>().is_none());
+}
