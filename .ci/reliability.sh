@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Fast reliability checks on every submission (about a minute, 127.0.0.1 only): one zero-loss stop
-# under load, one rolling restart, abusive clients, a schemathesis run and fault-injection rates.
+# Fast reliability checks on every submission (about three minutes, 127.0.0.1 only): one zero-loss
+# stop under load, one rolling restart, abusive clients, a schemathesis run, fault-injection rates
+# and the serving core's attacks (silent connections, slow readers, blocked stdout, 422 floods,
+# a CPU flood against the probes, a failed listener, every limit at once).
 # The long runs are `reliability/run` (default profile `long`).
 set -euo pipefail
 cd "$(dirname "$0")/.."

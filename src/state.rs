@@ -1,4 +1,4 @@
-//! What every handler and middleware shares: configuration, lifecycle, metrics, identity.
+//! What every handler and the pipeline share: configuration, lifecycle, metrics, identity.
 
 use std::sync::{Arc, OnceLock};
 
