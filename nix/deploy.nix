@@ -91,7 +91,9 @@ writeShellApplication {
     printf '%s: %s\n' "$arch" "$image"
 
     step "Loading image $ref into minikube"
-    minikube -p "$profile" image load "$image"
+    if ! minikube -p "$profile" image load "$image"; then
+      fail "minikube image load of $image failed (its output is above); is there room on the node ('minikube ssh -p $profile df -h')?"
+    fi
     if ! minikube -p "$profile" image ls | grep -qF "$ref"; then
       fail "minikube image load reported success, but $ref is not among minikube's images"
     fi
@@ -112,13 +114,17 @@ writeShellApplication {
       - name: $imageName
         newTag: $tag
     EOF
-    kubectl kustomize "$work/deploy" >"$work/manifests.yaml"
+    if ! kubectl kustomize "$work/deploy" >"$work/manifests.yaml"; then
+      fail "kubectl kustomize could not render the overlay (its error is above)"
+    fi
     if ! grep -qF "image: $ref" "$work/manifests.yaml"; then
       fail "the rendered overlay does not run $ref: is its container image named '$imageName'?"
     fi
 
     step "Applying to namespace $namespace"
-    kubectl apply -f "$work/manifests.yaml"
+    if ! kubectl apply -f "$work/manifests.yaml"; then
+      fail "kubectl apply of the rendered overlay failed (its error is above)"
+    fi
 
     step "Waiting for deployment/poem-api to roll out (at most $timeout, ROLLOUT_TIMEOUT)"
     if ! kubectl -n "$namespace" rollout status deployment/poem-api --timeout="$timeout"; then
