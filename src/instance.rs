@@ -106,6 +106,9 @@ pub struct Instance {
     pub admin_addr: SocketAddr,
     api: Fuse<JoinHandle<io::Result<()>>>,
     admin: Fuse<oneshot::Receiver<io::Result<()>>>,
+    /// A listener's accept loop broke: sent at once, while its connections still finish.
+    api_failed: oneshot::Receiver<io::Error>,
+    admin_failed: oneshot::Receiver<io::Error>,
     admin_stopping: CancellationToken,
     /// Stops the admin thread also when the instance is dropped without running to the end.
     _admin_guard: tokio_util::sync::DropGuard,
@@ -125,16 +128,24 @@ pub fn start(config: Config) -> Result<Instance, String> {
     limits.max_connections = fit_descriptors(limits.max_connections);
     let api_listener = TcpListener::from_std(api_listener)
         .map_err(|e| format!("cannot serve on {api_addr}: {e}"))?;
+    let (api_failure, api_failed) = oneshot::channel();
     let api = tokio::spawn(server::serve(
         api_listener,
         routes::api(state.clone()),
         limits,
         state.lifecycle.stopping_token(),
         state.metrics.connections("api"),
+        api_failure,
     ));
     // The admin listener outlives the API one, so probes and scrapes answer until the end.
     let admin_stopping = CancellationToken::new();
-    let admin = spawn_admin(admin_listener, state.clone(), admin_stopping.clone())?;
+    let (admin_failure, admin_failed) = oneshot::channel();
+    let admin = spawn_admin(
+        admin_listener,
+        state.clone(),
+        admin_stopping.clone(),
+        admin_failure,
+    )?;
 
     state.lifecycle.set_ready();
     tracing::info!(
@@ -147,6 +158,8 @@ pub fn start(config: Config) -> Result<Instance, String> {
         admin_addr,
         api: api.fuse(),
         admin: admin.fuse(),
+        api_failed,
+        admin_failed,
         _admin_guard: admin_stopping.clone().drop_guard(),
         admin_stopping,
     })
@@ -155,9 +168,9 @@ pub fn start(config: Config) -> Result<Instance, String> {
 impl Instance {
     /// Serves until a stop signal or a failed listener, then drains and stops.
     pub async fn run(mut self, mut signals: impl Signals) -> Exit {
-        let lifecycle = &self.state.lifecycle;
-        let config = &self.state.config;
-        let failed = tokio::select! {
+        let state = self.state.clone();
+        let (lifecycle, config) = (&state.lifecycle, &state.config);
+        let mut failed = tokio::select! {
             signal = signals.recv() => {
                 lifecycle.start_draining();
                 tracing::info!(
@@ -165,23 +178,24 @@ impl Instance {
                     drain_delay_ms = config.drain_delay.as_millis() as u64,
                     "draining: readiness now fails"
                 );
-                tokio::select! {
-                    _ = tokio::time::sleep(config.drain_delay) => {}
-                    signal = signals.recv() => return interrupted(signal),
-                    _ = &mut self.api => {}
-                    _ = &mut self.admin => {}
-                }
                 false
             }
-            result = &mut self.api => {
-                listener_failed("api", result.unwrap_or_else(|e| Err(io::Error::other(e))));
-                true
-            }
-            result = &mut self.admin => {
-                listener_failed("admin", result.unwrap_or_else(|_| Err(io::Error::other("the admin thread panicked"))));
+            failure = self.failure() => {
+                failure.log();
                 true
             }
         };
+        if !failed {
+            // Readiness fails; serving goes on until load balancers have stopped sending.
+            tokio::select! {
+                _ = tokio::time::sleep(config.drain_delay) => {}
+                signal = signals.recv() => return interrupted(signal),
+                failure = self.failure() => {
+                    failure.log();
+                    failed = true;
+                }
+            }
+        }
         if failed {
             lifecycle.set_failed();
             lifecycle.start_draining();
@@ -217,9 +231,34 @@ impl Instance {
             }
         }
     }
+
+    /// The first sign that a listener failed: its accept loop broke, or its task ended or
+    /// panicked before the stop.
+    async fn failure(&mut self) -> Failure {
+        tokio::select! {
+            Ok(err) = &mut self.api_failed => Failure("api", Err(err)),
+            Ok(err) = &mut self.admin_failed => Failure("admin", Err(err)),
+            result = &mut self.api => {
+                Failure("api", result.unwrap_or_else(|e| Err(io::Error::other(e))))
+            }
+            result = &mut self.admin => Failure(
+                "admin",
+                result.unwrap_or_else(|_| Err(io::Error::other("the admin thread panicked"))),
+            ),
+        }
+    }
 }
 
-fn listener_failed(listener: &str, result: io::Result<()>) {
+/// A listener that failed, and how.
+struct Failure(&'static str, io::Result<()>);
+
+impl Failure {
+    fn log(&self) {
+        listener_failed(self.0, &self.1);
+    }
+}
+
+fn listener_failed(listener: &str, result: &io::Result<()>) {
     match result {
         Err(err) => tracing::error!(listener, error = %err, "listener failed; stopping"),
         Ok(()) => tracing::error!(listener, "listener ended unexpectedly; stopping"),
@@ -260,6 +299,7 @@ fn spawn_admin(
     listener: StdListener,
     state: Arc<AppState>,
     stopping: CancellationToken,
+    failure: oneshot::Sender<io::Error>,
 ) -> Result<oneshot::Receiver<io::Result<()>>, String> {
     let (done, result) = oneshot::channel();
     let limits = Limits::admin(&state.config);
@@ -273,7 +313,8 @@ fn spawn_admin(
                 runtime.block_on(async {
                     let listener = TcpListener::from_std(listener)?;
                     let gauge = state.metrics.connections("admin");
-                    server::serve(listener, routes::admin(state), limits, stopping, gauge).await
+                    let admin = routes::admin(state);
+                    server::serve(listener, admin, limits, stopping, gauge, failure).await
                 })
             };
             let _ = done.send(serve());

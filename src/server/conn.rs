@@ -110,6 +110,10 @@ struct Track {
     busy: AtomicBool,
     /// The request in progress declared a body (so bytes after its head are its body).
     has_body: AtomicBool,
+    /// The last response finished before hyper was known to have read its request's body:
+    /// bytes read until the next request starts may be that body (hyper drains what the
+    /// handler left), so they neither start a head's clock nor count as a request line.
+    body_pending: AtomicBool,
     /// When the head being read started; UNSET when not reading a head.
     head_since: AtomicU64,
     /// When the connection went idle; UNSET when not idle.
@@ -129,6 +133,7 @@ impl Track {
             generation: AtomicU32::new(0),
             busy: AtomicBool::new(false),
             has_body: AtomicBool::new(false),
+            body_pending: AtomicBool::new(false),
             // The header clock starts at accept: a client that never sends a byte is a slow
             // head, not an idle keep-alive connection.
             head_since: AtomicU64::new(1),
@@ -155,6 +160,7 @@ impl Track {
     fn request_started(&self, has_body: bool) {
         self.busy.store(true, Relaxed);
         self.has_body.store(has_body, Relaxed);
+        self.body_pending.store(false, Relaxed);
         self.head_since.store(UNSET, Relaxed);
         self.idle_since.store(UNSET, Relaxed);
         self.changed();
@@ -167,9 +173,10 @@ impl Track {
         // Bytes beyond the last head of a request without a body are the start of the next
         // head (a pipelined request in the same packet): its header clock runs from now.
         // After a request with a body they cannot be told from that body without parsing it,
-        // so the keep-alive clock bounds them.
-        let leftover = !self.has_body.load(Relaxed)
-            && self.read_total.load(Relaxed) > self.head_end.load(Relaxed);
+        // so until the next request the keep-alive clock bounds them.
+        let has_body = self.has_body.load(Relaxed);
+        self.body_pending.store(has_body, Relaxed);
+        let leftover = !has_body && self.read_total.load(Relaxed) > self.head_end.load(Relaxed);
         if leftover {
             self.head_since.store(self.stamp(now), Relaxed);
         } else {
@@ -185,7 +192,7 @@ impl Track {
         if let Some(end) = head_end {
             self.head_end.store(end, Relaxed);
         }
-        if self.idle_since.load(Relaxed) == UNSET {
+        if self.idle_since.load(Relaxed) == UNSET || self.body_pending.load(Relaxed) {
             return false;
         }
         self.idle_since.store(UNSET, Relaxed);
@@ -201,11 +208,22 @@ impl Track {
         }
     }
 
-    fn write_progressed(&self) {
-        if self.blocked_since.load(Relaxed) != UNSET {
-            self.blocked_since.store(UNSET, Relaxed);
-            self.changed();
+    fn write_progressed(&self, now: impl FnOnce() -> Instant) {
+        if self.blocked_since.load(Relaxed) == UNSET {
+            return;
         }
+        self.blocked_since.store(UNSET, Relaxed);
+        // A response handed to hyper before the client took it: the idle (or next head's)
+        // clock starts once the bytes move again, not when the body was handed over.
+        if !self.busy.load(Relaxed) {
+            let now = self.stamp(now());
+            for clock in [&self.idle_since, &self.head_since] {
+                if clock.load(Relaxed) != UNSET {
+                    clock.store(now, Relaxed);
+                }
+            }
+        }
+        self.changed();
     }
 
     /// When the current phase runs out, and what that means.
@@ -333,15 +351,25 @@ impl<C: GracefulConnection> Future for Connection<C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        // hyper first: a request already in the socket is read and answered, not cut by a
+        // stop that arrives in the same wake-up.
+        if let Poll::Ready(result) = this.conn.as_mut().poll(cx) {
+            return Poll::Ready(result.map_err(Closed::Error));
+        }
         if let Some(stopping) = &mut this.stopping
             && stopping.as_mut().poll(cx).is_ready()
         {
             this.stopping = None;
+            // A connection that never sent a byte has nothing to finish; hyper would keep it
+            // (its keep-alive state starts busy) until the header-read timeout.
+            if this.track.read_total.load(Relaxed) == 0 {
+                return Poll::Ready(Ok(()));
+            }
             // Closes at once if idle, otherwise after the response in progress.
             this.conn.as_mut().graceful_shutdown();
-        }
-        if let Poll::Ready(result) = this.conn.as_mut().poll(cx) {
-            return Poll::Ready(result.map_err(Closed::Error));
+            if let Poll::Ready(result) = this.conn.as_mut().poll(cx) {
+                return Poll::Ready(result.map_err(Closed::Error));
+            }
         }
         let generation = this.track.generation.load(Relaxed);
         if generation != this.generation {
@@ -392,11 +420,18 @@ impl HeadScan {
         let head = bytes.len().min(3);
         window[..tail].copy_from_slice(&self.tail[..tail]);
         window[tail..tail + head].copy_from_slice(&bytes[..head]);
-        if let Some(i) = memchr::memmem::rfind(&window[..tail + head], b"\r\n\r\n") {
-            end = Some(offset + (i + 4 - tail) as u64);
+        // httparse ends a head at `\r\n\r\n` or at a bare `\n\n` (`\n\r\n` covers both CRLF
+        // forms); the end is the offset past the last of them.
+        let last_end = |hay: &[u8]| {
+            let crlf = memchr::memmem::rfind(hay, b"\n\r\n").map(|i| i + 3);
+            let lf = memchr::memmem::rfind(hay, b"\n\n").map(|i| i + 2);
+            crlf.max(lf)
+        };
+        if let Some(e) = last_end(&window[..tail + head]).filter(|&e| e > tail) {
+            end = Some(offset + (e - tail) as u64);
         }
-        if let Some(i) = memchr::memmem::rfind(bytes, b"\r\n\r\n") {
-            end = Some(offset + (i + 4) as u64);
+        if let Some(e) = last_end(bytes) {
+            end = Some(offset + e as u64);
         }
         let keep = bytes.len().min(3);
         if keep == 3 {
@@ -485,7 +520,7 @@ impl TrackedIo {
     fn note_write<T>(&self, poll: &Poll<io::Result<T>>, progressed: impl Fn(&T) -> bool) {
         match poll {
             Poll::Pending => self.track.write_blocked(Instant::now()),
-            Poll::Ready(Ok(v)) if progressed(v) => self.track.write_progressed(),
+            Poll::Ready(Ok(v)) if progressed(v) => self.track.write_progressed(Instant::now),
             Poll::Ready(_) => {}
         }
     }
@@ -637,8 +672,10 @@ mod tests {
         // not keep-alive (the cause of the old busy loop).
         track.response_finished(Instant::now());
         assert_eq!(expiry(&track), Some((at, Expiry::SlowReader)));
-        track.write_progressed();
-        let idle_at = Duration::from_secs(3) + TIMEOUTS.keep_alive;
+        tokio::time::advance(Duration::from_secs(4)).await;
+        track.write_progressed(Instant::now);
+        // The idle clock starts when the client took the bytes, not when hyper had them.
+        let idle_at = Duration::from_secs(7) + TIMEOUTS.keep_alive;
         assert_eq!(expiry(&track), Some((idle_at, Expiry::Idle)));
     }
 
@@ -667,6 +704,27 @@ mod tests {
         assert_eq!(scan.scan(b"\nbody", 24), Some(25));
         let mut scan = HeadScan::default();
         assert_eq!(scan.scan(b"\r\n\r\n\r\n\r\nx", 0), Some(8));
+        let mut scan = HeadScan::default();
+        assert_eq!(scan.scan(b"GET / HTTP/1.1\nhost: a\n\n", 0), Some(24));
+        let mut scan = HeadScan::default();
+        assert_eq!(scan.scan(b"GET / HTTP/1.1\nhost: a\n", 0), None);
+        assert_eq!(
+            scan.scan(b"\n", 23),
+            Some(24),
+            "bare LFs split across reads"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_after_a_request_with_a_body_do_not_start_a_head() {
+        let track = Track::new(Instant::now());
+        let head = b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 9000\r\n\r\n";
+        track.bytes_read(head.len(), Some(head.len() as u64), Instant::now);
+        track.request_started(true);
+        track.response_finished(Instant::now());
+        // hyper drains the body the handler left: not a new head, the keep-alive clock holds.
+        assert!(!track.bytes_read(4096, None, Instant::now));
+        assert_eq!(expiry(&track), Some((TIMEOUTS.keep_alive, Expiry::Idle)));
     }
 
     #[test]

@@ -21,6 +21,10 @@ use crate::config::Config;
 /// bound keeps its descriptors and memory out of reach of API traffic.
 pub const ADMIN_CONNECTIONS: u32 = 32;
 
+/// The admin listener's keep-alive and header-read timeouts at most: kubelet probes open a
+/// connection each time, and Prometheus scrapes far less often than this.
+pub const ADMIN_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
 /// How one listener treats its connections.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -46,26 +50,33 @@ impl Limits {
         }
     }
 
-    /// The admin listener's: the same timeouts, [`ADMIN_CONNECTIONS`] connections.
+    /// The admin listener's: [`ADMIN_CONNECTIONS`] connections, and at most
+    /// [`ADMIN_KEEP_ALIVE`] of idleness, so that idle keep-alive clients cannot hold every slot
+    /// for the API's long keep-alive timeout and lock the probes out.
     pub fn admin(config: &Config) -> Self {
-        Self {
-            max_connections: ADMIN_CONNECTIONS,
-            ..Self::from_config(config)
-        }
+        let mut limits = Self::from_config(config);
+        limits.max_connections = ADMIN_CONNECTIONS;
+        let timeouts = &mut limits.conn.timeouts;
+        timeouts.keep_alive = timeouts.keep_alive.min(ADMIN_KEEP_ALIVE);
+        timeouts.header_read = timeouts.header_read.min(ADMIN_KEEP_ALIVE);
+        limits
     }
 }
 
 /// Serves `endpoint` on `listener` until `stopping` is cancelled, then stops accepting, lets
 /// every connection finish its request in progress, and returns when all are closed. The
 /// caller bounds that wait (the shutdown timeout). An accept error that is neither the
-/// client's nor a shortage of descriptors or memory means the listener is broken: it is
-/// returned at once, after the connections already open are finished.
+/// client's nor a shortage of descriptors or memory means the listener is broken: it is sent
+/// to `failed` at once (the caller stops the instance: open keep-alive connections could
+/// otherwise keep this function waiting for ever), and returned once the connections already
+/// open are finished.
 pub async fn serve<E>(
     listener: TcpListener,
     endpoint: E,
     limits: Limits,
     stopping: CancellationToken,
     open_connections: Gauge,
+    failed: tokio::sync::oneshot::Sender<io::Error>,
 ) -> io::Result<()>
 where
     E: Endpoint<Output = Response> + 'static,
@@ -94,6 +105,7 @@ where
             // The client gave up between connect and accept: nothing is wrong with us.
             Err(err) if is_per_connection(&err) => continue,
             Err(err) if !is_resource_shortage(&err) => {
+                let _ = failed.send(io::Error::new(err.kind(), err.to_string()));
                 failure = Some(err);
                 break;
             }

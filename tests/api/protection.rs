@@ -247,3 +247,51 @@ async fn a_request_the_client_abandons_is_counted_as_499_and_the_probes_answer()
         .unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test]
+async fn a_body_the_handler_never_reads_is_not_taken_for_the_next_request() {
+    // Arrange: a GET with a 20 KB body of one long line, sent after the handler has begun; the
+    // handler answers without reading it, and hyper drains it afterwards.
+    let server =
+        helpers::spawn_api(&["--header-read-timeout", "1s", "--keep-alive-timeout", "60s"]).await;
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    client
+        .write_all(b"GET /api/v1/delay/300 HTTP/1.1\r\nHost: test\r\nContent-Length: 20000\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.write_all(&[b'a'; 20000]).await.unwrap();
+    let first = read_response(&mut client).await;
+
+    // Act: wait past the header-read timeout, then reuse the connection.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.write_all(GET).await.unwrap();
+    let second = read_response(&mut client).await;
+
+    // Assert: no 414 for the body's bytes, and the keep-alive clock, not the header clock.
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(!first.contains("414"), "{first}");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+}
+
+#[tokio::test]
+async fn a_head_ended_by_bare_line_feeds_gets_the_keep_alive_clock_afterwards() {
+    let server = helpers::spawn_api(&[
+        "--header-read-timeout",
+        "300ms",
+        "--keep-alive-timeout",
+        "60s",
+    ])
+    .await;
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\nHost: test\n\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut client).await.starts_with("HTTP/1.1 200"));
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    client.write_all(GET).await.unwrap();
+
+    assert!(read_response(&mut client).await.starts_with("HTTP/1.1 200"));
+}
