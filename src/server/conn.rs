@@ -413,26 +413,22 @@ impl HeadScan {
     /// Scans `bytes`, which start at stream offset `offset`; returns the offset past the last
     /// `\r\n\r\n` in them.
     fn scan(&mut self, bytes: &[u8], offset: u64) -> Option<u64> {
-        let mut window = [0u8; 3 + 3];
         let tail = usize::from(self.tail_len);
-        let mut end = None;
-        // A terminator split across two reads.
-        let head = bytes.len().min(3);
-        window[..tail].copy_from_slice(&self.tail[..tail]);
-        window[tail..tail + head].copy_from_slice(&bytes[..head]);
-        // httparse ends a head at `\r\n\r\n` or at a bare `\n\n` (`\n\r\n` covers both CRLF
-        // forms); the end is the offset past the last of them.
-        let last_end = |hay: &[u8]| {
-            let crlf = memchr::memmem::rfind(hay, b"\n\r\n").map(|i| i + 3);
-            let lf = memchr::memmem::rfind(hay, b"\n\n").map(|i| i + 2);
-            crlf.max(lf)
+        // httparse ends a head at `\r\n\r\n` or at a bare `\n\n`: the last `\n` of either is
+        // in `bytes` (an earlier one was found by the earlier call), so look back from each `\n`,
+        // last first, into the tail of the previous read where needed.
+        let before = |i: usize, back: usize| -> Option<u8> {
+            match i.checked_sub(back) {
+                Some(j) => Some(bytes[j]),
+                None => (back - i <= tail).then(|| self.tail[tail - (back - i)]),
+            }
         };
-        if let Some(e) = last_end(&window[..tail + head]).filter(|&e| e > tail) {
-            end = Some(offset + (e - tail) as u64);
-        }
-        if let Some(e) = last_end(bytes) {
-            end = Some(offset + e as u64);
-        }
+        let end = memchr::memrchr_iter(b'\n', bytes)
+            .find(|&i| {
+                before(i, 1) == Some(b'\n')
+                    || (before(i, 1) == Some(b'\r') && before(i, 2) == Some(b'\n'))
+            })
+            .map(|i| offset + i as u64 + 1);
         let keep = bytes.len().min(3);
         if keep == 3 {
             self.tail.copy_from_slice(&bytes[bytes.len() - 3..]);
