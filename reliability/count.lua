@@ -1,9 +1,21 @@
 -- wrk script: counts responses by status across all threads (wrk itself only counts >= 400 as
--- errors, so a 3xx would pass unnoticed) and prints one machine-readable summary line.
+-- errors, so a 3xx would pass unnoticed) and prints one machine-readable summary line. For
+-- floods, the request's method and JSON body may come from the environment (FLOOD_METHOD,
+-- FLOOD_BODY_FILE); without them it sends wrk's default GET.
 local threads = {}
 
 function setup(thread)
   table.insert(threads, thread)
+end
+
+-- At the top level: wrk formats the request from these after loading the script.
+wrk.method = os.getenv("FLOOD_METHOD") or wrk.method
+local file = os.getenv("FLOOD_BODY_FILE")
+if file then
+  local f = assert(io.open(file, "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+  wrk.headers["Content-Type"] = "application/json"
 end
 
 function init(args)

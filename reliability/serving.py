@@ -95,7 +95,7 @@ def wait_for(cond, timeout: float, step: float = 0.05) -> float | None:
 
 def flood(url: str, seconds: int, connections: int, method: str = "GET",
           body: bytes | None = None) -> subprocess.Popen:
-    """wrk for `seconds` against url (flood.lua: method and body from the environment)."""
+    """wrk for `seconds` against url (count.lua: method and body from the environment)."""
     env = dict(os.environ, FLOOD_METHOD=method)
     if body is not None:
         f = tempfile.NamedTemporaryFile(dir=scratch("flood"), delete=False, suffix=".json")
@@ -104,7 +104,7 @@ def flood(url: str, seconds: int, connections: int, method: str = "GET",
         env["FLOOD_BODY_FILE"] = f.name
     return subprocess.Popen(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout=5s", "-s",
-         str(HERE / "flood.lua"), url],
+         str(HERE / "count.lua"), url],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         preexec_fn=_die_with_parent)
 
