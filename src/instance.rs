@@ -216,6 +216,10 @@ impl Instance {
         if !self.admin.is_terminated() {
             let _ = tokio::time::timeout(ADMIN_STOP, &mut self.admin).await;
         }
+        if !finished {
+            // The runtime's end drops them: their log lines say 503, not the client's 499.
+            lifecycle.set_cut();
+        }
         match (failed, finished) {
             (true, _) => {
                 tracing::error!("stopped after a listener failed");

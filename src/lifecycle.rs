@@ -27,6 +27,7 @@ pub struct Lifecycle {
     phase: AtomicU8,
     disabled: AtomicBool,
     failed: AtomicBool,
+    cut: AtomicBool,
     stopping: CancellationToken,
 }
 
@@ -49,6 +50,17 @@ impl Lifecycle {
     /// Whether a listener failed: the instance is stopping and never ready again.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
+    }
+
+    /// The shutdown timeout ran out: the requests still running are cut by the server, not
+    /// abandoned by their clients.
+    pub fn set_cut(&self) {
+        self.cut.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Lifecycle::set_cut`] was called.
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
     }
 
     /// A listener failed: readiness fails from now on.

@@ -38,7 +38,7 @@ const UNMATCHED: &str = "unmatched";
 pub const LOGGED_PATH_LIMIT: usize = 1024;
 
 /// The status logged and counted for a request whose client went away before the answer
-/// (nginx's convention).
+/// (nginx's convention). A request cut by the shutdown timeout is logged as 503 instead.
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Which listener a pipeline serves.
@@ -400,7 +400,12 @@ impl Exchange<'_> {
 impl Drop for Exchange<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.finish(CLIENT_CLOSED_REQUEST);
+            // Dropped unanswered: the client went away, or the shutdown timeout cut it.
+            let status = match self.state.lifecycle.is_cut() {
+                true => StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+                false => CLIENT_CLOSED_REQUEST,
+            };
+            self.finish(status);
         }
     }
 }

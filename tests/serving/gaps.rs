@@ -207,6 +207,28 @@ fn a_request_the_client_abandons_is_logged_as_499_and_counted() {
     assert_eq!(after - before, 1.0, "http_requests_total 4xx for {route}");
 }
 
+#[test]
+fn a_request_cut_by_the_shutdown_timeout_is_logged_as_503_not_499() {
+    let mut instance = Instance::start(&[("POEM_API_SHUTDOWN_TIMEOUT", "300ms")]);
+    let mut s = connect(instance.api, T);
+    s.write_all(b"GET /api/v1/delay/5000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    instance.signal(libc::SIGTERM);
+    let exit = instance.wait(Duration::from_secs(8));
+
+    let (status, _) = exit.expect("the process exits after the shutdown timeout");
+    assert_eq!(status.code(), Some(1), "exit status {status}");
+    let line = instance
+        .events()
+        .into_iter()
+        .find(|e| e["path"] == "/api/v1/delay/5000");
+    let line = line.unwrap_or_else(|| panic!("no access-log line: {:#?}", instance.lines()));
+    assert_eq!(line["status"], 503, "{line}");
+    drop(s);
+}
+
 /// Whether a log event names the signal: `SIGHUP` or `HUP` in a field, or its number in a
 /// `signal` field.
 fn notes_signal(event: &serde_json::Value, name: &str, number: i32) -> bool {
