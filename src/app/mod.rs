@@ -70,12 +70,12 @@ pub struct Document {
     pub body: Bytes,
 }
 
-/// What a request resolved to.
+/// What a request resolved to; the index is its place in `Pipeline::series`.
 enum Target<'a> {
     /// An operation of the route table.
-    Operation(&'a Arc<RouteEntry>),
+    Operation(&'a Arc<RouteEntry>, usize),
     /// One of the documents.
-    Document(&'a Document),
+    Document(&'a Document, usize),
     /// Anything else: the handlers' router answers (404, or a route of its own).
     Other,
 }
@@ -97,8 +97,9 @@ pub struct Pipeline<E> {
     direct: Vec<(Arc<str>, Method, BoxEndpoint<'static>)>,
 }
 
-/// Per route (by template), per method it serves: the series of each status class, resolved on
-/// first use (so `/metrics` lists only series that have counted something).
+/// Per route (the table's operations, then the documents) its `route` label and, per method it
+/// serves, the series of each status class, resolved on first use (so `/metrics` lists only
+/// series that have counted something).
 type Series = Vec<(Arc<str>, Vec<(Method, [OnceLock<RequestHandles>; 5])>)>;
 
 fn series_slots(routes: &RouteTable, documents: &[Document]) -> Series {
@@ -151,11 +152,12 @@ impl<E: Endpoint> Pipeline<E> {
     }
 
     fn resolve(&self, path: &str) -> Target<'_> {
-        if let Some(document) = self.documents.iter().find(|d| d.path == path) {
-            return Target::Document(document);
+        let operations = self.routes.entries().len();
+        if let Some(i) = self.documents.iter().position(|d| d.path == path) {
+            return Target::Document(&self.documents[i], operations + i);
         }
-        match self.routes.resolve(path) {
-            Some(entry) => Target::Operation(entry),
+        match self.routes.position(path) {
+            Some((i, entry)) => Target::Operation(entry, i),
             None => Target::Other,
         }
     }
@@ -171,16 +173,16 @@ impl<E: Endpoint> Pipeline<E> {
             limit_body(&req, config.body_limit)?;
         }
         let method_allowed = match target {
-            Target::Operation(entry) => entry.serves(req.method()),
-            Target::Document(_) => matches!(*req.method(), Method::GET | Method::HEAD),
+            Target::Operation(entry, _) => entry.serves(req.method()),
+            Target::Document(..) => matches!(*req.method(), Method::GET | Method::HEAD),
             Target::Other => false,
         };
-        if let (Target::Document(document), true) = (target, method_allowed) {
+        if let (Target::Document(document, _), true) = (target, method_allowed) {
             return Ok(Response::builder()
                 .content_type(document.content_type)
                 .body(document.body.clone()));
         }
-        if let (Target::Document(_), false) = (target, method_allowed) {
+        if let (Target::Document(..), false) = (target, method_allowed) {
             return Err(poem::error::MethodNotAllowedError.into());
         }
         req.extensions_mut().insert(self.state.clone());
@@ -190,7 +192,7 @@ impl<E: Endpoint> Pipeline<E> {
                 inject_faults(&self.state).await?;
             }
             let direct = match target {
-                Target::Operation(entry) if method_allowed => self
+                Target::Operation(entry, _) if method_allowed => self
                     .direct
                     .iter()
                     .find(|(t, m, _)| Arc::ptr_eq(t, &entry.template) && m == req.method()),
@@ -248,25 +250,19 @@ impl<E: Endpoint> Endpoint for Pipeline<E> {
             listener: self.listener,
             method: req.method().clone(),
             uri: req.uri().clone(),
-            route: match &target {
-                Target::Operation(entry) => Some(entry.template.clone()),
-                Target::Document(document) => Some(document.path.into()),
-                Target::Other => None,
-            },
+            route: None,
             series: None,
             request_id,
             done: false,
         };
-        exchange.series = exchange.route.as_ref().and_then(|route| {
-            let (_, methods) = self
-                .series
-                .iter()
-                .find(|(r, _)| Arc::ptr_eq(r, route) || r == route)?;
-            methods
+        if let Target::Operation(_, i) | Target::Document(_, i) = target {
+            let (route, methods) = &self.series[i];
+            exchange.route = Some(route.clone());
+            exchange.series = methods
                 .iter()
                 .find(|(m, _)| *m == exchange.method)
-                .map(|(_, h)| h)
-        });
+                .map(|(_, slots)| slots);
+        }
 
         let result = match protocol_error(&req) {
             Some(err) => Err(err),
@@ -305,8 +301,8 @@ impl<E> Pipeline<E> {
         }
         let required = match status {
             StatusCode::METHOD_NOT_ALLOWED => match target {
-                Target::Operation(entry) => Some((header::ALLOW, entry.allow().clone())),
-                Target::Document(_) => Some((header::ALLOW, DOCUMENT_ALLOW)),
+                Target::Operation(entry, _) => Some((header::ALLOW, entry.allow().clone())),
+                Target::Document(..) => Some((header::ALLOW, DOCUMENT_ALLOW)),
                 Target::Other => None,
             },
             StatusCode::UNAUTHORIZED => Some((

@@ -121,18 +121,22 @@ impl RouteTable {
     }
 
     /// Every route, in table order.
-    pub fn entries(&self) -> impl Iterator<Item = &Arc<RouteEntry>> {
+    pub fn entries(&self) -> std::slice::Iter<'_, Arc<RouteEntry>> {
         self.0.iter()
     }
 
     /// The route `path` belongs to, if any.
     pub fn resolve(&self, path: &str) -> Option<&Arc<RouteEntry>> {
+        self.position(path).map(|(_, entry)| entry)
+    }
+
+    /// The route `path` belongs to and its place in [`RouteTable::entries`].
+    pub fn position(&self, path: &str) -> Option<(usize, &Arc<RouteEntry>)> {
+        let mut entries = self.0.iter().enumerate();
         if path == "/" {
-            return self.0.iter().find(|r| r.segments.is_empty());
+            return entries.find(|(_, r)| r.segments.is_empty());
         }
-        self.0
-            .iter()
-            .find(|r| !r.segments.is_empty() && r.matches(path))
+        entries.find(|(_, r)| !r.segments.is_empty() && r.matches(path))
     }
 }
 
