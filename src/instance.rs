@@ -258,14 +258,11 @@ struct Failure(&'static str, io::Result<()>);
 
 impl Failure {
     fn log(&self) {
-        listener_failed(self.0, &self.1);
-    }
-}
-
-fn listener_failed(listener: &str, result: &io::Result<()>) {
-    match result {
-        Err(err) => tracing::error!(listener, error = %err, "listener failed; stopping"),
-        Ok(()) => tracing::error!(listener, "listener ended unexpectedly; stopping"),
+        let listener = self.0;
+        match &self.1 {
+            Err(err) => tracing::error!(listener, error = %err, "listener failed; stopping"),
+            Ok(()) => tracing::error!(listener, "listener ended unexpectedly; stopping"),
+        }
     }
 }
 
