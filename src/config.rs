@@ -116,6 +116,24 @@ pub struct Config {
     /// container's memory limit must cover.
     #[arg(long)]
     pub memory_budget: bool,
+
+    /// Serve HTTP/2 by prior knowledge (h2c) on the API port beside HTTP/1.1: a connection that
+    /// opens with the HTTP/2 preface is served as HTTP/2, any other as HTTP/1.1.
+    #[arg(long, env = "POEM_API_HTTP2", default_value_t = true, action = clap::ArgAction::Set)]
+    pub http2: bool,
+
+    /// Streams open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS). Every
+    /// stream beyond a connection's first also takes a slot of POEM_API_MAX_CONNECTIONS.
+    #[arg(long, env = "POEM_API_HTTP2_MAX_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_streams: u32,
+
+    /// An HTTP/2 connection that has sent no frame for this long is sent a PING.
+    #[arg(long, env = "POEM_API_HTTP2_PING_INTERVAL", default_value = "20s", value_parser = positive_duration)]
+    pub http2_ping_interval: Duration,
+
+    /// A PING not acknowledged within this time closes the HTTP/2 connection (a dead peer).
+    #[arg(long, env = "POEM_API_HTTP2_PING_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub http2_ping_timeout: Duration,
 }
 
 /// How log events are written.

@@ -17,6 +17,10 @@
 //! generation counter after each poll of hyper and re-arms its one timer only when it moved. A
 //! deadline that passes closes the connection: nothing re-polls an elapsed timer.
 //!
+//! With HTTP/2 on ([`ConnLimits::http2`]), the first bytes are read under the header clock and
+//! compared with the HTTP/2 preface (see [`super::h2`]); a connection that differs is served
+//! here, the bytes read so far replayed to hyper first.
+//!
 //! Half-close: hyper's default (`half_close(false)`) is kept — a client that shuts down its
 //! sending side is treated as gone, and a handler still running for it is dropped (and logged
 //! as 499 by the pipeline), as nginx does by default.
@@ -51,6 +55,8 @@ use tokio::{
 };
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use super::h2::{self, Http2Limits, Opening, Replay};
+
 /// Connection timeouts.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -69,6 +75,8 @@ pub struct ConnLimits {
     pub timeouts: Timeouts,
     /// Largest request head in bytes (431 above it).
     pub header_limit: usize,
+    /// HTTP/2 by prior knowledge beside HTTP/1.1, when set.
+    pub http2: Option<Http2Limits>,
 }
 
 /// Longest request line: above it the answer is 414, as nginx's `large_client_header_buffers`
@@ -246,22 +254,45 @@ impl Track {
 
 /// Serves one accepted connection until the client closes it, a deadline closes it, or the
 /// server stops (`stopping`): then hyper finishes the request in progress and closes.
+/// `slots` is the listener's connection semaphore: HTTP/2 streams beyond a connection's first
+/// take a slot of it each.
 pub async fn serve<E>(
-    stream: TcpStream,
+    mut stream: TcpStream,
     endpoint: Arc<E>,
     limits: ConnLimits,
     stopping: CancellationToken,
+    slots: Arc<tokio::sync::Semaphore>,
 ) where
     E: Endpoint<Output = Response> + 'static,
 {
     let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
         return;
     };
-    let track = Arc::new(Track::new(Instant::now()));
+    let accepted = Instant::now();
+    let replay = match limits.http2 {
+        None => Replay::default(),
+        Some(_) => {
+            let deadline = accepted + limits.timeouts.header_read;
+            match h2::detect(&mut stream, deadline, &stopping).await {
+                Opening::Http1(replay) => replay,
+                Opening::Http2(read) => {
+                    let addrs = (local, remote);
+                    h2::serve(stream, read, addrs, endpoint, limits, stopping, slots).await;
+                    return;
+                }
+                Opening::Closed(why) => {
+                    tracing::debug!(%remote, why, "connection closed before its protocol was known");
+                    return;
+                }
+            }
+        }
+    };
+    let track = Arc::new(Track::new(accepted));
     let io = TokioIo::new(TrackedIo {
         inner: stream,
         track: track.clone(),
         scan: HeadScan::default(),
+        replay,
     });
     let (local, remote_addr) = (LocalAddr(local.into()), RemoteAddr(remote.into()));
     let service_track = track.clone();
@@ -478,6 +509,8 @@ struct TrackedIo {
     inner: TcpStream,
     track: Arc<Track>,
     scan: HeadScan,
+    /// Bytes the protocol detection read, handed out before the socket's.
+    replay: Replay,
 }
 
 impl AsyncRead for TrackedIo {
@@ -488,7 +521,9 @@ impl AsyncRead for TrackedIo {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if !this.replay.take_into(buf) {
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        }
         let bytes = &buf.filled()[before..];
         if bytes.is_empty() {
             return Poll::Ready(Ok(()));

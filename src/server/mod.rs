@@ -4,6 +4,7 @@
 
 mod budget;
 mod conn;
+mod h2;
 
 use std::{io, sync::Arc, time::Duration};
 
@@ -14,6 +15,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use budget::MemoryBudget;
 pub use conn::{ConnLimits, MAX_REQUEST_LINE, Timeouts, read_buffer_limit};
+pub use h2::{
+    Http2Limits, MAX_FRAME as HTTP2_MAX_FRAME, MAX_LOCAL_ERROR_RESETS, MAX_PENDING_ACCEPT_RESETS,
+    SEND_BUFFER as HTTP2_SEND_BUFFER, WINDOW as HTTP2_WINDOW,
+};
 
 use crate::config::Config;
 
@@ -45,17 +50,23 @@ impl Limits {
                     send: config.send_timeout,
                 },
                 header_limit: config.header_limit,
+                http2: config.http2.then_some(Http2Limits {
+                    max_streams: config.http2_max_streams,
+                    ping_interval: config.http2_ping_interval,
+                    ping_timeout: config.http2_ping_timeout,
+                }),
             },
             max_connections: config.max_connections,
         }
     }
 
-    /// The admin listener's: [`ADMIN_CONNECTIONS`] connections, and at most
+    /// The admin listener's: HTTP/1.1 only, [`ADMIN_CONNECTIONS`] connections, and at most
     /// [`ADMIN_KEEP_ALIVE`] of idleness, so that idle keep-alive clients cannot hold every slot
     /// for the API's long keep-alive timeout and lock the probes out.
     pub fn admin(config: &Config) -> Self {
         let mut limits = Self::from_config(config);
         limits.max_connections = ADMIN_CONNECTIONS;
+        limits.conn.http2 = None;
         let timeouts = &mut limits.conn.timeouts;
         timeouts.keep_alive = timeouts.keep_alive.min(ADMIN_KEEP_ALIVE);
         timeouts.header_read = timeouts.header_read.min(ADMIN_KEEP_ALIVE);
@@ -125,9 +136,10 @@ where
         let endpoint = endpoint.clone();
         let stopping = stopping.clone();
         let open_connections = open_connections.clone();
+        let slots = slots.clone();
         open_connections.inc();
         connections.spawn(async move {
-            conn::serve(stream, endpoint, limits.conn, stopping).await;
+            conn::serve(stream, endpoint, limits.conn, stopping, slots).await;
             open_connections.dec();
             drop(slot);
         });
