@@ -4,7 +4,9 @@
 
 use crate::config::Config;
 
-use super::{ADMIN_CONNECTIONS, read_buffer_limit};
+use super::{
+    ADMIN_CONNECTIONS, HTTP2_MAX_FRAME, HTTP2_SEND_BUFFER, HTTP2_WINDOW, read_buffer_limit,
+};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -23,12 +25,22 @@ pub const PER_CONNECTION_FIXED: u64 = 48 * KIB;
 /// socket; the large bodies (Swagger UI, the OpenAPI document) are shared, not copied.
 pub const WRITE_BUFFER: u64 = 64 * KIB;
 
+/// An HTTP/2 connection's own state besides its streams: request body data received but not
+/// yet read (at most the connection window), h2's read buffer (one frame), its write buffer
+/// (16 KiB; larger DATA frames are sent from the body's own bytes, not copied) and the two
+/// HPACK tables (4 KiB each).
+pub const HTTP2_CONNECTION: u64 =
+    HTTP2_WINDOW as u64 + 1 + HTTP2_MAX_FRAME as u64 + 16 * KIB + 8 * KIB;
+
 /// The worst case of memory held by the process, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryBudget {
-    /// One API connection at its worst: a full read buffer, a body at the limit being
-    /// collected (a growing buffer may hold twice its content while it moves), the write
-    /// buffer and the fixed part.
+    /// One connection slot at its worst. Over HTTP/1.1: a full read buffer, a body at the limit
+    /// being collected (a growing buffer may hold twice its content while it moves), the write
+    /// buffer and the fixed part. Over HTTP/2 a slot is a stream (a connection's first stream
+    /// uses the connection's slot, every other one takes a slot of its own): its header list,
+    /// its body, the data h2 queues for it and the fixed part, plus, for the first,
+    /// [`HTTP2_CONNECTION`]. With HTTP/2 on, the larger of the two.
     pub per_connection: u64,
     /// Memory of an instance without connections ([`BASE`]).
     pub base: u64,
@@ -39,10 +51,21 @@ pub struct MemoryBudget {
 impl MemoryBudget {
     /// The budget for `config`'s limits.
     pub fn for_config(config: &Config) -> Self {
-        let per_connection = read_buffer_limit(config.header_limit) as u64
-            + 2 * config.body_limit as u64
+        let body = 2 * config.body_limit as u64;
+        let http1 = read_buffer_limit(config.header_limit) as u64
+            + body
             + WRITE_BUFFER
             + PER_CONNECTION_FIXED;
+        let http2 = config.header_limit as u64
+            + body
+            + HTTP2_SEND_BUFFER as u64
+            + PER_CONNECTION_FIXED
+            + HTTP2_CONNECTION;
+        let per_connection = if config.http2 {
+            http1.max(http2)
+        } else {
+            http1
+        };
         let connections = u64::from(config.max_connections) + u64::from(ADMIN_CONNECTIONS);
         Self {
             per_connection,
@@ -57,8 +80,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_limits_budget_about_two_hundred_and_fifty_mib() {
+    fn the_default_limits_budget_about_three_hundred_and_sixty_mib() {
         let config = Config::from_args(["poem-api"]).unwrap();
+        let budget = MemoryBudget::for_config(&config);
+        // HTTP/2: 32 KiB header list + 2 × 64 KiB body + 16 KiB send queue + 48 KiB fixed
+        // + 104 KiB of connection state (64 KiB window, 16 KiB frame, 16 KiB write, 8 KiB HPACK).
+        assert_eq!(budget.per_connection, 328 * KIB);
+        assert_eq!(budget.total, BASE + (1024 + 32) * 328 * KIB);
+    }
+
+    #[test]
+    fn without_http2_a_slot_is_an_http1_connection() {
+        let config = Config::from_args(["poem-api", "--http2=false"]).unwrap();
         let budget = MemoryBudget::for_config(&config);
         // 32 KiB head + 2 × 64 KiB body + 64 KiB write + 48 KiB fixed.
         assert_eq!(budget.per_connection, 272 * KIB);
