@@ -19,6 +19,12 @@
 //! | a stream's produced data not taken (flow-control window 0) | `send`, from when the data was produced | GOAWAY, closed at most 1 s later |
 //! | PING not acknowledged | `ping_timeout` (hyper) | closed |
 //!
+//! Draining: the pipeline marks every response `Connection: close` while the instance drains,
+//! so that HTTP/1.1 clients reconnect to an instance still ready. hyper strips that header from
+//! HTTP/2 responses (RFC 9113 §8.2.2); its HTTP/2 meaning is GOAWAY, so the first such response
+//! on a connection makes it send GOAWAY: streams already open finish, new ones go to a new
+//! connection. The stop itself sends GOAWAY on every connection.
+//!
 //! Streams run on tasks of their own (hyper spawns them), so the connection task cannot watch
 //! their phases from inside its poll as the HTTP/1.1 path does: it looks at the shared state on
 //! a tick of at most 1 s, which makes each deadline late by up to one tick.
@@ -37,6 +43,7 @@ use std::{
 };
 
 use bytes::{Buf, Bytes};
+use futures_util::task::AtomicWaker;
 use hyper::{
     body::{Body, Frame, Incoming, SizeHint},
     server::conn::http2,
@@ -223,6 +230,10 @@ struct State {
     stalls: Mutex<Vec<Weak<AtomicU64>>>,
     /// `stalls` is pruned of ended streams when it reaches this length.
     stalls_cap: usize,
+    /// A response said `Connection: close` (the instance drains): GOAWAY.
+    leave: AtomicBool,
+    /// The connection task, woken when `leave` is set.
+    waker: AtomicWaker,
 }
 
 impl State {
@@ -325,6 +336,8 @@ pub async fn serve<E>(
         blocked_since: AtomicU64::new(UNSET),
         stalls: Mutex::new(Vec::new()),
         stalls_cap: 2 * http2.max_streams as usize + 16,
+        leave: AtomicBool::new(false),
+        waker: AtomicWaker::new(),
     });
     let io = TokioIo::new(H2Io {
         inner: stream,
@@ -356,6 +369,12 @@ pub async fn serve<E>(
                 Ok(response) => response.into(),
                 Err(err) => err.into_response().into(),
             };
+            let close = response.headers().get(header::CONNECTION);
+            if close.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+                && !state.leave.swap(true, SeqCst)
+            {
+                state.waker.wake();
+            }
             Ok(response.map(|body| H2Body::new(body, &state, Some(guard))))
         }
     });
@@ -383,6 +402,7 @@ pub async fn serve<E>(
         tick,
         timer: Box::pin(sleep_until(Instant::now() + tick)),
         closing: None,
+        left: false,
         stopping: Some(Box::pin(stopping.cancelled_owned())),
     };
     match connection.await {
@@ -431,6 +451,8 @@ struct H2Connection<C> {
     timer: Pin<Box<Sleep>>,
     /// A close was asked for (GOAWAY sent): the connection ends by then regardless.
     closing: Option<(Instant, Expiry)>,
+    /// GOAWAY sent for the drain.
+    left: bool,
     stopping: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
@@ -490,6 +512,16 @@ where
         let this = self.get_mut();
         if let Poll::Ready(result) = this.conn.as_mut().poll(cx) {
             return Poll::Ready(result.map_err(Closed::Error));
+        }
+        if !this.left {
+            this.state.waker.register(cx.waker());
+            if this.state.leave.load(SeqCst) {
+                this.left = true;
+                this.conn.as_mut().graceful_shutdown();
+                if let Poll::Ready(result) = this.conn.as_mut().poll(cx) {
+                    return Poll::Ready(result.map_err(Closed::Error));
+                }
+            }
         }
         if let Some(stopping) = &mut this.stopping
             && stopping.as_mut().poll(cx).is_ready()
