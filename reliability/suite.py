@@ -14,6 +14,7 @@ from pathlib import Path
 import abuse
 import faults
 import fuzz
+import http2
 import rolling
 import serving
 import zero_loss
@@ -24,7 +25,7 @@ PROFILES = {
     "ci":   dict(repeat=1, rolling=1, examples=300, fuzz_time=300, fault_n=2000),
     "long": dict(repeat=10, rolling=3, examples=1000, fuzz_time=1800, fault_n=10000),
 }
-CHECKS = ["zero-loss", "rolling", "abuse", "fuzz", "faults", "serving"]
+CHECKS = ["zero-loss", "rolling", "abuse", "fuzz", "faults", "serving", "http2"]
 
 
 def run_check(name: str, p: dict, profile: str, prune: bool = False) -> list[Row]:
@@ -41,6 +42,8 @@ def run_check(name: str, p: dict, profile: str, prune: bool = False) -> list[Row
         return faults.check(p["fault_n"], cmd)
     if name == "serving":
         return serving.check(cmd)
+    if name == "http2":
+        return http2.check(cmd)
     raise ValueError(name)
 
 
