@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Smoke run of the benchmark harness (bench/run --smoke): every stack, about a second per
-# workload, then bench/instructions --smoke (a few hundred requests per workload under
+# workload (poem-api also over HTTP/2 with h2load), then bench/instructions --smoke (a few hundred requests per workload under
 # callgrind, ~30 s), so the harness never rots. Asserts that it ran and wrote well-formed results
 # with requests for every stack and workload; never asserts performance numbers.
 # Installs what it needs, idempotently: wrk, nginx, valgrind and h2load (nghttp2-client) from apt
@@ -84,6 +84,14 @@ for s in r["stacks"]:
     check(m["checks_ok"], f"{name}: answers the benchmarked requests correctly "
           + json.dumps({k: v for x in s["rounds"] for k, v in x["checks"].items()
                         if not v["ok"]}))
+for s in r["stacks"]:
+    if s["name"] not in ("poem-api", "poem-api-log") or s["median"] is None:
+        continue
+    h2 = s["median"].get("h2") or {}
+    for w in ("get_root_h2", "echo_h2", "get_root_h1_h2load"):
+        got = h2.get(w) or {}
+        check((got.get("requests") or 0) > 0 and got.get("non2xx") == 0
+              and got.get("failed") == 0, f"{s['name']} {w} (h2load): answered, all 2xx")
 ins = r.get("instructions") or {}
 check(not ins.get("error") and not ins.get("skipped"), "bench/instructions ran: "
       + str(ins.get("error") or ins.get("skipped")))
@@ -110,6 +118,7 @@ check(len(r["targets"]) == 14 and all(
 md = open(os.path.join(out, "results.md")).read()
 check("| poem-api |" in md and ("PASS" in md or "MISS" in md), "markdown table written")
 check("## Instructions per request (callgrind)" in md, "instructions table written")
+check("## HTTP/2 (h2load)" in md, "HTTP/2 table written")
 root = ET.parse(os.path.join(out, "chart.svg")).getroot()
 check(root.tag.endswith("svg") and len(list(root.iter("{http://www.w3.org/2000/svg}rect"))) > 10,
       "chart.svg is a well-formed SVG with bars")

@@ -107,6 +107,18 @@ def aggregate(rounds, timeout_s=2):
     agg["shutdown"]["path"] = good[0]["shutdown"]["path"]
     agg["shutdown"]["exit_codes"] = good[-1]["shutdown"]["exit_codes"]
     agg["checks_ok"] = all(v["ok"] for r in good for v in r["checks"].values())
+    h2 = [r["h2"] for r in good if r.get("h2")]
+    if h2:
+        agg["h2"] = {}
+        for w in h2[0]:
+            rs = [x[w] for x in h2 if w in x]
+            agg["h2"][w] = {k: median_or_none([x.get(k) for x in rs])
+                            for k in ("rps", "requests", "failed", "errored", "timeout",
+                                      "non2xx", "latency_mean_us", "latency_max_us",
+                                      "server_cpu_pct", "loadgen_cpu_pct",
+                                      "server_cpu_us_per_request", "connections",
+                                      "streams_per_connection")}
+            agg["h2"][w].update({k: rs[0][k] for k in ("label", "protocol", "h2load_argv")})
     return agg
 
 
@@ -484,6 +496,44 @@ def lifecycle_table(result):
     return "\n".join(rows) + "\n"
 
 
+def h2_table(result):
+    """poem-api over HTTP/2 beside HTTP/1.1: h2load for both protocols, and wrk's HTTP/1.1
+    figure from the workloads above."""
+    rows = []
+    for s in result["stacks"]:
+        m = s["median"] or {}
+        for key, w in (m.get("h2") or {}).items():
+            rows.append(
+                f"| {s['label']} | {w['label']} | {_f(w['connections'])} × "
+                f"{_f(w['streams_per_connection'])} | {_f(w['rps'])} | "
+                f"{_ms(w['latency_mean_us'], 2)} | {_ms(w['latency_max_us'], 1)} | "
+                f"{_f((w['failed'] or 0) + (w['errored'] or 0) + (w['timeout'] or 0))} | "
+                f"{_f(w['non2xx'])} | {_f(w['server_cpu_pct'])} | "
+                f"{_f(w['server_cpu_us_per_request'], 1)} | {_f(w['loadgen_cpu_pct'])} |")
+        for wl, label in WORKLOADS[:2]:
+            w = m.get("workloads", {}).get(wl) if m.get("h2") else None
+            if w:
+                rows.append(
+                    f"| {s['label']} | {label} over HTTP/1.1 (wrk, above) | "
+                    f"{_f(w['connections'])} × 1 | {_f(w['rps'])} | – | "
+                    f"{_lat(w, 'latency_max_us', 1)} | "
+                    f"{_f((w['errors'] or 0) - (w['errors_timeout'] or 0))} | {_f(w['non2xx'])} | "
+                    f"{_f(w['server_cpu_pct'])} | {_f(w.get('server_cpu_us_per_request'), 1)} | "
+                    f"{_f(w['loadgen_cpu_pct'])} |")
+    if not rows:
+        return ""
+    argv = next((w["h2load_argv"] for s in result["stacks"] for w in
+                 ((s["median"] or {}).get("h2") or {}).values()), "")
+    return ("| Stack | Workload | connections × streams | req/s | mean ms | max ms | failed | "
+            "non-2xx | server CPU % | server CPU µs / request | load generator CPU % |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows)
+            + f"\n\nh2load as `{argv}` (for HTTP/2; `--h1` instead of `-m` for HTTP/1.1). "
+            "h2load reports no percentiles, only the mean and the maximum. HTTP/2 multiplexes "
+            "streams per connection where HTTP/1.1 sends one request at a time per connection, "
+            "so the same connection count is more concurrency over HTTP/2; the h2load `--h1` "
+            "row separates the protocol from the tool.\n")
+
+
 def access_log_cost(result):
     rows = []
     for wl, label in WORKLOADS:
@@ -527,6 +577,9 @@ def markdown(result):
               "connection closed before any byte of the response, which an HTTP client may "
               "retry by itself; \"refused\" counts connection attempts after the port closed, "
               "which a load balancer sends elsewhere.", ""]
+    h2 = h2_table(result)
+    if h2:
+        parts += ["## HTTP/2 (h2load)", "", h2]
     alc = access_log_cost(result)
     if alc:
         parts += ["## Cost of poem-api's access log", "", alc]
