@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke run of the benchmark harness (bench/run --smoke): every stack, about a second per
-# workload (poem-api also over HTTP/2 with h2load), then bench/instructions --smoke (a few hundred requests per workload under
-# callgrind, ~30 s), so the harness never rots. Asserts that it ran and wrote well-formed results
+# workload (poem-api also over HTTP/2 with h2load), then bench/instructions --smoke (a few
+# hundred requests per workload under callgrind, ~30 s), so the harness never rots. Asserts that it ran and wrote well-formed results
 # with requests for every stack and workload; never asserts performance numbers.
 # Installs what it needs, idempotently: wrk, nginx, valgrind and h2load (nghttp2-client) from apt
 # when missing, the pinned Python packages into the repo's shared .venv.
