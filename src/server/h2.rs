@@ -730,6 +730,79 @@ mod tests {
         }
     }
 
+    fn state() -> Arc<State> {
+        Arc::new(State {
+            accepted: Instant::now(),
+            open: AtomicU32::new(0),
+            base_free: AtomicBool::new(true),
+            idle_since: AtomicU64::new(1),
+            blocked_since: AtomicU64::new(UNSET),
+            stalls: Mutex::new(Vec::new()),
+            stalls_cap: 8,
+            leave: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_goes_out_in_pieces_and_its_end_only_when_asked_again() {
+        use http_body_util::{BodyExt, Full};
+        let state = state();
+        let inner = Full::new(Bytes::from(vec![7u8; 40 * 1024]))
+            .map_err(|never| match never {})
+            .boxed();
+        let mut body = H2Body::new(inner, &state, None);
+        assert_eq!(
+            body.size_hint().exact(),
+            Some(40 * 1024),
+            "content-length still known"
+        );
+        let mut sizes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            sizes.push(data.len());
+            assert!(!body.is_end_stream(), "the end waits for the next ask");
+            assert!(
+                state.oldest_stall().is_some(),
+                "a piece handed over waits for an ask"
+            );
+            tokio::time::advance(Duration::from_millis(5)).await;
+        }
+        assert_eq!(sizes, [PIECE, PIECE, 8 * 1024]);
+        assert!(body.is_end_stream());
+        assert_eq!(state.oldest_stall(), None, "asked again: nothing waits");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_body_ends_with_the_headers() {
+        use http_body_util::{BodyExt, Empty};
+        let state = state();
+        let inner = Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed();
+        assert!(H2Body::new(inner, &state, None).is_end_stream());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_beyond_the_first_take_a_slot_and_give_it_back() {
+        let state = state();
+        let slots = Arc::new(Semaphore::new(1));
+        let first = StreamGuard::start(&state, &slots).expect("the connection's own slot");
+        let second = StreamGuard::start(&state, &slots).expect("the free slot");
+        assert!(StreamGuard::start(&state, &slots).is_none(), "no slot left");
+        drop(second);
+        let third = StreamGuard::start(&state, &slots).expect("the slot came back");
+        drop((first, third));
+        assert_eq!(state.open.load(SeqCst), 0);
+        assert_ne!(
+            state.idle_since.load(SeqCst),
+            UNSET,
+            "idle from the last stream's end"
+        );
+        assert_eq!(slots.available_permits(), 1);
+        assert!(state.base_free.load(SeqCst));
+    }
+
     #[test]
     fn replayed_bytes_come_first_then_the_socket() {
         let mut replay = Replay {
