@@ -9,7 +9,6 @@ Every wait has a deadline, every loop a bound; 127.0.0.1 only.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import socket
