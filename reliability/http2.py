@@ -432,6 +432,76 @@ def many_streams(command: str) -> list[Row]:
                 "answered 503; memory stays bounded", c.ok, figures, command, c.failures)]
 
 
+# --- every slot a stream with an unfinished body --------------------------------------------
+
+def bodies(command: str) -> list[Row]:
+    """Every connection slot held by an HTTP/2 stream in its most expensive phase: a body 1 KiB
+    short of the limit and of its declared length, never finished; RSS stays under the stated
+    worst case (`poem-api --memory-budget`), whose HTTP/2 slot is this."""
+    c = Claim()
+    limit, conns, per_conn = 256, 32, 7
+    body_limit = 64 * 1024
+    env = {"POEM_API_MAX_CONNECTIONS": str(limit), "POEM_API_BODY_LIMIT": "64KiB",
+           "POEM_API_HEADER_LIMIT": "32KiB", "POEM_API_REQUEST_TIMEOUT": "30s",
+           "POEM_API_KEEP_ALIVE_TIMEOUT": "30s", "POEM_API_ACCESS_LOG": "false",
+           "POEM_API_LOG": "warn"}
+    budget = memory_budget(env)
+    with Server(env) as srv:
+        rss0 = srv.rss_bytes()
+        clients = [H2Client(srv.api_port, timeout=10) for _ in range(conns)]
+        left: dict[tuple[int, int], int] = {}
+        for i, cl in enumerate(clients):
+            for _ in range(per_conn):
+                sid = cl.conn.get_next_available_stream_id()
+                cl.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"),
+                                           (":path", "/api/v1/echo"), (":authority", HOST),
+                                           ("content-type", "application/json"),
+                                           ("content-length", str(body_limit))])
+                cl.responses[sid] = {"status": None, "body": b"", "done": False, "reset": None}
+                left[(i, sid)] = body_limit - 1024
+            cl.flush()
+        end = time.monotonic() + 15
+        while any(left.values()) and time.monotonic() < end:
+            for (i, sid), n in left.items():
+                cl = clients[i]
+                room = min(n, cl.conn.local_flow_control_window(sid), cl.conn.max_outbound_frame_size)
+                if room > 0:
+                    cl.conn.send_data(sid, b" " * room)
+                    left[(i, sid)] = n - room
+            for cl in clients:
+                cl.flush()
+                cl.pump(0.005)
+        sent = sum(body_limit - 1024 - n for n in left.values())
+        held = api_connections(srv)
+        rss_peak = srv.rss_bytes()
+        for _ in range(8):  # 2 s: let the bodies settle in their buffers
+            time.sleep(0.25)
+            rss_peak = max(rss_peak, srv.rss_bytes())
+        health = probe_series(srv, 0.5)
+        answered = sum(1 for cl in clients for r in cl.responses.values() if r["status"])
+        for cl in clients:
+            cl.close()
+        healthy = wait_for(srv.healthy, 10, step=0.5) is not None
+    streams = conns * per_conn
+    c.expect(not any(left.values()), f"test setup: {sum(v > 0 for v in left.values())} bodies "
+             f"not sent in full ({sent} bytes sent)")
+    c.expect(answered == 0, f"{answered} streams answered before their body was complete")
+    c.expect(rss_peak < budget, f"RSS {fmt_bytes(rss_peak)} over the stated worst case "
+             f"{fmt_bytes(budget)}")
+    c.expect(worst(health) < 1.0, f"admin /healthz meanwhile: {latency_text(health)}")
+    c.expect(healthy, "not healthy afterwards")
+    slots = conns + streams - conns + 1  # connections, further streams, the accept loop's
+    figures = (f"{conns} connections x {per_conn} streams = {streams} streams ({slots} of "
+               f"{limit} connection slots), each POST /api/v1/echo declaring {body_limit // 1024} KiB and sending "
+               f"{(body_limit - 1024) // 1024} KiB, never finished: {sent / 1024 / 1024:.1f} MiB "
+               f"sent through the flow-control windows, {held} API connections open; RSS "
+               f"{fmt_bytes(rss0)} -> peak {fmt_bytes(rss_peak)}, stated worst case "
+               f"{fmt_bytes(budget)}; admin /healthz {latency_text(health)}")
+    return [Row("h2-unfinished-bodies", "every slot an HTTP/2 stream with a body just under the "
+                "limit: RSS stays under the stated worst case", c.ok, figures, command,
+                c.failures)]
+
+
 # --- slow readers of a stream ------------------------------------------------------------------
 
 def slow_stream_readers(command: str) -> list[Row]:
@@ -487,7 +557,7 @@ def slow_stream_readers(command: str) -> list[Row]:
 
 
 PARTS = {"clients": real_clients, "zero-loss": zero_loss_stop, "rapid-reset": rapid_reset,
-         "many-streams": many_streams, "slow-readers": slow_stream_readers}
+         "many-streams": many_streams, "bodies": bodies, "slow-readers": slow_stream_readers}
 
 
 def check(command: str, parts: list[str] | None = None) -> list[Row]:
