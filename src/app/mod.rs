@@ -20,11 +20,13 @@ use poem::{
     http::{HeaderValue, Method, StatusCode, Uri, Version, header, uri::Authority},
 };
 use rand::Rng;
+use tracing::Instrument;
 
 use crate::{
     error::{ApiError, error_response},
     metrics::{RequestHandles, RequestLabels, method_label, status_class, status_class_index},
     state::AppState,
+    telemetry::traces::{self, RequestTrace},
 };
 use table::{RouteEntry, RouteTable};
 
@@ -253,6 +255,7 @@ impl<E: Endpoint> Endpoint for Pipeline<E> {
             route: None,
             series: None,
             request_id,
+            trace: None,
             done: false,
         };
         if let Target::Operation(_, i) | Target::Document(_, i) = target {
@@ -263,26 +266,44 @@ impl<E: Endpoint> Endpoint for Pipeline<E> {
                 .find(|(m, _)| *m == exchange.method)
                 .map(|(_, slots)| slots);
         }
+        // The API's requests only: probes and scrapes are not worth a trace.
+        if self.listener == Listener::Api && traces::enabled() {
+            let path = logged_path(req.uri().path()).0;
+            exchange.trace = Some(RequestTrace::start(&req, exchange.route.as_deref(), path));
+        }
+        let route_known = exchange.route.is_some();
 
-        let result = match protocol_error(&req) {
-            Some(err) => Err(err),
-            None => self.handle(&target, req).await,
+        let result = match (protocol_error(&req), &exchange.trace) {
+            (Some(err), _) => Err(err),
+            (None, None) => self.handle(&target, req).await,
+            (None, Some(trace)) => {
+                let span = trace.span().clone();
+                self.handle(&target, req).instrument(span).await
+            }
         };
 
         let mut response = match result {
             Ok(response) => response,
             Err(err) => {
                 if err.status().is_server_error() {
-                    tracing::error!(request_id = exchange.request_id.as_str(), error = %err, "request failed");
+                    tracing::error!(request_id = exchange.request_id.as_str(),
+                        trace_id = exchange.trace_id(), error = %err, "request failed");
                 }
                 if exchange.route.is_none() {
                     exchange.route = err.data::<PathPattern>().map(|p| p.0.clone());
                 }
-                error_response(&err, exchange.uri.path(), exchange.request_id.as_str())
+                let (path, request_id) = (exchange.uri.path(), exchange.request_id.as_str());
+                error_response(&err, path, request_id, exchange.trace_id())
             }
         };
         if exchange.route.is_none() {
             exchange.route = response.data::<PathPattern>().map(|p| p.0.clone());
+        }
+        if let Some(trace) = &exchange.trace
+            && !route_known
+            && exchange.route.is_some()
+        {
+            trace.learnt_route(exchange.method.as_str(), exchange.route.as_deref());
         }
         self.finish_headers(&target, &mut response, &exchange);
         exchange.finish(response.status().as_u16());
@@ -343,12 +364,21 @@ struct Exchange<'a> {
     /// The series slots of the route and method, if it is one of the table's.
     series: Option<&'a [OnceLock<RequestHandles>; 5]>,
     request_id: RequestId,
+    /// The request's span, when traces are exported; it ends when the exchange is dropped.
+    trace: Option<RequestTrace>,
     done: bool,
 }
 
 impl Exchange<'_> {
+    fn trace_id(&self) -> Option<&str> {
+        self.trace.as_ref().map(RequestTrace::trace_id)
+    }
+
     fn finish(&mut self, status: u16) {
         self.done = true;
+        if let Some(trace) = &self.trace {
+            trace.finish(status);
+        }
         let elapsed = self.started.elapsed();
         let route = self.route.as_deref().unwrap_or(UNMATCHED);
         let labels = || RequestLabels {
@@ -374,15 +404,16 @@ impl Exchange<'_> {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let (path, path_truncated) = logged_path(self.uri.path());
         let request_id = self.request_id.as_str();
+        let trace_id = self.trace_id();
         // Probes and scrapes would drown the API's lines: debug level only.
         macro_rules! line {
             ($level:ident) => {
                 if path_truncated {
                     tracing::$level!(target: "access", listener, method, route, path,
-                        path_truncated, status, latency_ms, request_id, "request");
+                        path_truncated, status, latency_ms, request_id, trace_id, "request");
                 } else {
                     tracing::$level!(target: "access", listener, method, route, path, status,
-                        latency_ms, request_id, "request");
+                        latency_ms, request_id, trace_id, "request");
                 }
             };
         }
