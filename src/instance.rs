@@ -220,7 +220,9 @@ impl Instance {
             let _ = tokio::time::timeout(ADMIN_STOP, &mut self.admin).await;
         }
         // The spans of the last requests leave before the process does.
-        let left = config.shutdown_timeout.saturating_sub(stop_started.elapsed());
+        let left = config
+            .shutdown_timeout
+            .saturating_sub(stop_started.elapsed());
         crate::telemetry::traces::flush(left).await;
         if !finished {
             // The runtime's end drops them: their log lines say 503, not the client's 499.

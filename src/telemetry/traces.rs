@@ -170,9 +170,9 @@ where
         .with_target(false)
         .with_level(false);
     use tracing_subscriber::Layer as _;
-    Ok(Some(layer.with_filter(tracing_subscriber::filter::filter_fn(
-        |meta| meta.target() == SPAN_TARGET,
-    ))))
+    Ok(Some(layer.with_filter(
+        tracing_subscriber::filter::filter_fn(|meta| meta.target() == SPAN_TARGET),
+    )))
 }
 
 /// Exports what is left, for the time left of the shutdown timeout (at least [`MIN_FLUSH`]),
@@ -257,7 +257,8 @@ impl RequestTrace {
     /// Records the answer's status; the span ends when this is dropped.
     pub fn finish(&self, status: u16) {
         let span = &self.span;
-        span.record("http.response.status_code", status);
+        // As i64: the layer records other integers as strings (it has no `record_u64`).
+        span.record("http.response.status_code", i64::from(status));
         // Server spans: 5xx is an error, 4xx is the client's (HTTP semantic conventions).
         if status >= 500 {
             span.record("otel.status_code", "ERROR");
@@ -430,7 +431,10 @@ mod tests {
 
     #[test]
     fn span_names_use_the_route_template_never_the_path() {
-        assert_eq!(span_name("GET", Some("/api/v1/delay/{ms}")), "GET /api/v1/delay/{ms}");
+        assert_eq!(
+            span_name("GET", Some("/api/v1/delay/{ms}")),
+            "GET /api/v1/delay/{ms}"
+        );
         assert_eq!(span_name("GET", None), "GET");
         assert_eq!(semconv_method("BREW"), "_OTHER");
     }

@@ -12,3 +12,4 @@ mod logging;
 mod probes;
 mod supervision;
 mod support;
+mod tracing;
