@@ -283,8 +283,16 @@ mod tests {
     fn the_otlp_endpoint_must_be_an_http_url_with_a_host() {
         let config =
             Config::from_args(["poem-api", "--otlp-endpoint=http://collector:4318/"]).unwrap();
-        assert_eq!(config.otlp_endpoint.as_deref(), Some("http://collector:4318"));
-        for bad in ["collector:4318", "/v1/traces", "ftp://collector", "https://collector"] {
+        assert_eq!(
+            config.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        for bad in [
+            "collector:4318",
+            "/v1/traces",
+            "ftp://collector",
+            "https://collector",
+        ] {
             let err = Config::from_args(["poem-api", &format!("--otlp-endpoint={bad}")])
                 .unwrap_err()
                 .to_string();
