@@ -269,16 +269,18 @@ impl<E: Endpoint> Endpoint for Pipeline<E> {
         // The API's requests only: probes and scrapes are not worth a trace.
         if self.listener == Listener::Api && traces::enabled() {
             let path = logged_path(req.uri().path()).0;
-            exchange.trace = Some(RequestTrace::start(&req, exchange.route.as_deref(), path));
+            let trace = RequestTrace::start(&req, exchange.route.as_deref(), path);
+            exchange.trace = Some(Box::new(trace));
         }
         let route_known = exchange.route.is_some();
 
         let result = match (protocol_error(&req), &exchange.trace) {
             (Some(err), _) => Err(err),
             (None, None) => self.handle(&target, req).await,
+            // Boxed: without traces, the request's future stays as small as it was.
             (None, Some(trace)) => {
                 let span = trace.span().clone();
-                self.handle(&target, req).instrument(span).await
+                Box::pin(self.handle(&target, req).instrument(span)).await
             }
         };
 
@@ -365,13 +367,14 @@ struct Exchange<'a> {
     series: Option<&'a [OnceLock<RequestHandles>; 5]>,
     request_id: RequestId,
     /// The request's span, when traces are exported; it ends when the exchange is dropped.
-    trace: Option<RequestTrace>,
+    /// Boxed, so that without traces the exchange grows by a pointer only.
+    trace: Option<Box<RequestTrace>>,
     done: bool,
 }
 
 impl Exchange<'_> {
     fn trace_id(&self) -> Option<&str> {
-        self.trace.as_ref().map(RequestTrace::trace_id)
+        self.trace.as_deref().map(RequestTrace::trace_id)
     }
 
     fn finish(&mut self, status: u16) {

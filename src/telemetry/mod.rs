@@ -5,8 +5,10 @@
 //! - [`format`] — the JSON line, built by hand because the access log formats one per request
 //! - [`writer`] — the bounded queue and the thread that owns stdout
 //! - [`traces`] — OTLP export of one span per request, when a collector is configured
+//! - [`otlp_http`] — the exporter's HTTP/1.1 transport
 
 pub mod format;
+pub mod otlp_http;
 pub mod traces;
 pub mod writer;
 

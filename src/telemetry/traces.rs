@@ -26,7 +26,7 @@ use opentelemetry::{
     trace::{TraceContextExt, TraceId, TracerProvider as _},
 };
 use opentelemetry_http::HeaderExtractor;
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
@@ -117,6 +117,7 @@ where
     };
     let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(super::otlp_http::OtlpHttp::from_env())
         .with_protocol(Protocol::HttpBinary);
     if let Some(url) = url {
         exporter = exporter.with_endpoint(url);
@@ -390,6 +391,7 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
                 {
                     tracing::warn!(
                         error = %err,
+                        cause = super::otlp_http::last_cause(),
                         spans,
                         failed_exports = total,
                         not_logged = log.unlogged,
