@@ -274,13 +274,16 @@ impl<E: Endpoint> Endpoint for Pipeline<E> {
         }
         let route_known = exchange.route.is_some();
 
-        let result = match (protocol_error(&req), &exchange.trace) {
-            (Some(err), _) => Err(err),
-            (None, None) => self.handle(&target, req).await,
-            // Boxed: without traces, the request's future stays as small as it was.
-            (None, Some(trace)) => {
-                let span = trace.span().clone();
-                Box::pin(self.handle(&target, req).instrument(span)).await
+        let result = match protocol_error(&req) {
+            Some(err) => Err(err),
+            None => {
+                // One call of `handle`, so that it stays inlined into this function.
+                let handled = self.handle(&target, req);
+                match &exchange.trace {
+                    None => handled.await,
+                    // Boxed: without traces, the request's future stays as small as it was.
+                    Some(trace) => Box::pin(handled.instrument(trace.span().clone())).await,
+                }
             }
         };
 
