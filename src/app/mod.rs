@@ -17,10 +17,9 @@ use poem::{
     Endpoint, IntoResponse, PathPattern, Request, Response, Result,
     endpoint::BoxEndpoint,
     error::ResponseError,
-    http::{HeaderValue, Method, StatusCode, Uri, Version, header, uri::Authority},
+    http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header, uri::Authority},
 };
 use rand::Rng;
-use tracing::Instrument;
 
 use crate::{
     error::{ApiError, error_response},
@@ -32,6 +31,9 @@ use table::{RouteEntry, RouteTable};
 
 /// Header carrying the request id in both directions.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// [`REQUEST_ID`] as a header name: looked up without parsing the name per request.
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// Route label of requests no route matched.
 const UNMATCHED: &str = "unmatched";
@@ -274,17 +276,12 @@ impl<E: Endpoint> Endpoint for Pipeline<E> {
         }
         let route_known = exchange.route.is_some();
 
+        // The handler does not run inside the span: it makes no outgoing call and opens no span
+        // of its own, so there is nothing to nest, and instrumenting its future would cost the
+        // untraced path (a second poll site keeps `handle` from being inlined).
         let result = match protocol_error(&req) {
             Some(err) => Err(err),
-            None => {
-                // One call of `handle`, so that it stays inlined into this function.
-                let handled = self.handle(&target, req);
-                match &exchange.trace {
-                    None => handled.await,
-                    // Boxed: without traces, the request's future stays as small as it was.
-                    Some(trace) => Box::pin(handled.instrument(trace.span().clone())).await,
-                }
-            }
+            None => self.handle(&target, req).await,
         };
 
         let mut response = match result {
@@ -323,7 +320,7 @@ impl<E> Pipeline<E> {
         let status = response.status();
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_bytes(exchange.request_id.as_str().as_bytes()) {
-            headers.insert(REQUEST_ID, value);
+            headers.insert(REQUEST_ID_HEADER, value);
         }
         let required = match status {
             StatusCode::METHOD_NOT_ALLOWED => match target {
@@ -478,7 +475,10 @@ fn request_id(req: &Request) -> RequestId {
         bytes: [0; RequestId::MAX],
         len: 0,
     };
-    let given = req.headers().get(REQUEST_ID).map(HeaderValue::as_bytes);
+    let given = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .map(HeaderValue::as_bytes);
     match given {
         Some(v)
             if !v.is_empty() && v.len() <= RequestId::MAX && v.iter().all(u8::is_ascii_graphic) =>

@@ -148,13 +148,19 @@ fn read_answer(stream: &mut TcpStream, deadline: Instant) -> io::Result<Response
             }
         }
         if buf.len() > MAX_ANSWER {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "answer too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "answer too large",
+            ));
         }
         stream.set_read_timeout(Some(left(deadline)?))?;
         let n = match stream.read(&mut chunk) {
             Ok(n) => n,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "the export timed out"));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the export timed out",
+                ));
             }
             Err(err) => return Err(err),
         };
@@ -263,7 +269,10 @@ mod tests {
         let sent = String::from_utf8_lossy(&server.join().unwrap()).into_owned();
         assert!(sent.starts_with("POST /v1/traces HTTP/1.1\r\n"), "{sent}");
         assert!(sent.contains("content-length: 2\r\n"), "{sent}");
-        assert!(sent.contains("content-type: application/x-protobuf\r\n"), "{sent}");
+        assert!(
+            sent.contains("content-type: application/x-protobuf\r\n"),
+            "{sent}"
+        );
         assert!(sent.ends_with("\r\n\r\n\x0a\x00"), "{sent:?}");
     }
 

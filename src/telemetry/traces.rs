@@ -238,11 +238,6 @@ impl RequestTrace {
         Self { span, trace_id }
     }
 
-    /// The span, to run the handler in.
-    pub fn span(&self) -> &tracing::Span {
-        &self.span
-    }
-
     /// The trace id, 32 lowercase hex digits.
     pub fn trace_id(&self) -> &str {
         std::str::from_utf8(&self.trace_id).unwrap_or_default()

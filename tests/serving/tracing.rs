@@ -423,8 +423,15 @@ fn exporter_failures_are_counted_and_logged_once_per_interval() {
         .collect::<Vec<_>>();
     assert_eq!(lines.len(), 1, "three failed exports, one line: {lines:#?}");
     assert_eq!(lines[0]["level"], "WARN");
-    let cause = lines[0]["cause"].as_str().unwrap_or_default().to_lowercase();
-    assert!(cause.contains("refused"), "the line names the cause: {}", lines[0]);
+    let cause = lines[0]["cause"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        cause.contains("refused"),
+        "the line names the cause: {}",
+        lines[0]
+    );
 }
 
 #[test]
