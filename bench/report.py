@@ -226,6 +226,7 @@ INSTRUCTION_LABELS = {
     "poem-api": "poem-api, `POEM_API_ACCESS_LOG=false`",
     "nginx-static": "nginx fixed response",
     "bare-poem": "bare poem (same framework, no layers; `bench/bare-poem`)",
+    "poem-api-traces": "poem-api, traces exported (`POEM_API_OTLP_ENDPOINT`, access log off)",
 }
 INSTRUCTION_WORKLOADS = {"get_root": "GET /", "echo": "POST /api/v1/echo"}
 # The targets for a release build, counted by bench/instructions:

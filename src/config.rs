@@ -112,6 +112,21 @@ pub struct Config {
     #[arg(long, env = "POEM_API_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
 
+    /// OTLP/HTTP collector to send traces to, as a base URL (`http://otel-collector:4318`):
+    /// spans go to `<base>/v1/traces` as protobuf. Unset, tracing is off unless
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT is set (README, "Tracing").
+    #[arg(long, env = "POEM_API_OTLP_ENDPOINT", value_parser = otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+
+    /// The `service.name` of exported spans (OpenTelemetry's own variable).
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "poem-api")]
+    pub otel_service_name: String,
+
+    /// Finished spans held for export at most; beyond it spans are dropped and counted
+    /// (`poem_api_trace_spans_dropped_total`). OpenTelemetry's own variable and default.
+    #[arg(long, env = "OTEL_BSP_MAX_QUEUE_SIZE", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub otel_queue_size: u32,
+
     /// Print the worst-case memory for these settings (bytes, as JSON) and exit: the figure a
     /// container's memory limit must cover.
     #[arg(long)]
@@ -207,6 +222,21 @@ fn duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}; expected a duration like 250ms, 5s or 1m"))
 }
 
+/// An `http://` URL with a host. https is refused here rather than at the first export: the
+/// exporter is built without a TLS stack (README, "Tracing").
+pub(crate) fn otlp_endpoint(s: &str) -> Result<String, String> {
+    let uri: poem::http::Uri = s
+        .parse()
+        .map_err(|e| format!("{e}; expected a URL like http://otel-collector:4318"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http"), Some(_)) => Ok(s.trim_end_matches('/').to_owned()),
+        (Some("https"), _) => Err("https is not supported: send to a collector over http \
+             (a node-local agent or a sidecar terminates TLS onwards)"
+            .into()),
+        _ => Err("expected a URL like http://otel-collector:4318".into()),
+    }
+}
+
 fn positive_duration(s: &str) -> Result<Duration, String> {
     match duration(s)? {
         Duration::ZERO => Err("must be greater than zero".into()),
@@ -265,6 +295,27 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains("POEM_API_DRAIN_DELAY"), "{message}");
         assert!(message.contains("soon"), "{message}");
+    }
+
+    #[test]
+    fn the_otlp_endpoint_must_be_an_http_url_with_a_host() {
+        let config =
+            Config::from_args(["poem-api", "--otlp-endpoint=http://collector:4318/"]).unwrap();
+        assert_eq!(
+            config.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        for bad in [
+            "collector:4318",
+            "/v1/traces",
+            "ftp://collector",
+            "https://collector",
+        ] {
+            let err = Config::from_args(["poem-api", &format!("--otlp-endpoint={bad}")])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("POEM_API_OTLP_ENDPOINT"), "{bad}: {err}");
+        }
     }
 
     #[test]

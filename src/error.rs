@@ -30,6 +30,10 @@ pub struct Problem {
     /// The request id, also in the `x-request-id` response header; quote it to find the logs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The trace id (W3C Trace Context) of this request, when traces are exported; the
+    /// request's own if it carried a `traceparent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// The invalid fields, for 422: at most the first 32, in the request type's field order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
@@ -191,6 +195,7 @@ impl Problem {
             detail: detail.into(),
             instance: None,
             request_id: None,
+            trace_id: None,
             errors: None,
             error_count: None,
         }
@@ -224,10 +229,16 @@ impl Problem {
 }
 
 /// The problem+json response for any error, with the request's path and id.
-pub fn error_response(err: &poem::Error, instance: &str, request_id: &str) -> Response {
+pub fn error_response(
+    err: &poem::Error,
+    instance: &str,
+    request_id: &str,
+    trace_id: Option<&str>,
+) -> Response {
     let mut problem = Problem::from_error(err);
     problem.instance = Some(instance.to_owned());
     problem.request_id = Some(request_id.to_owned());
+    problem.trace_id = trace_id.map(str::to_owned);
     let mut response = problem.into_response();
     if err
         .downcast_ref::<ApiError>()

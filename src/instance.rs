@@ -5,7 +5,8 @@
 //!    runtime of its own, so probes and scrapes answer while the API is saturated; turn ready;
 //! 2. on SIGTERM or SIGINT: readiness fails, serving goes on for the drain delay;
 //! 3. then stop accepting, let requests in flight finish within the shutdown timeout, stop the
-//!    admin listener last, and exit 0 (1 if requests were cut);
+//!    admin listener last, flush the spans still queued (when traces are exported: for what is
+//!    left of the shutdown timeout, at least 1 s), and exit 0 (1 if requests were cut);
 //! 4. a second signal exits at once (128 + its number); a listener that fails (its accept loop
 //!    ends with an error or panics) turns readiness off, and the instance stops as in 3 and
 //!    exits 1.
@@ -150,7 +151,8 @@ pub fn start(config: Config) -> Result<Instance, String> {
     state.lifecycle.set_ready();
     tracing::info!(
         api = %api_addr, admin = %admin_addr, version = VERSION, revision = REVISION,
-        max_connections = limits.max_connections, "ready"
+        max_connections = limits.max_connections,
+        traces_exported = crate::telemetry::traces::enabled(), "ready"
     );
     Ok(Instance {
         state,
@@ -206,6 +208,7 @@ impl Instance {
             shutdown_timeout_ms = config.shutdown_timeout.as_millis() as u64,
             "stopping: listener closed, finishing requests in flight"
         );
+        let stop_started = tokio::time::Instant::now();
         // A listener that ended has already finished its connections.
         let finished = self.api.is_terminated()
             || tokio::select! {
@@ -216,6 +219,11 @@ impl Instance {
         if !self.admin.is_terminated() {
             let _ = tokio::time::timeout(ADMIN_STOP, &mut self.admin).await;
         }
+        // The spans of the last requests leave before the process does.
+        let left = config
+            .shutdown_timeout
+            .saturating_sub(stop_started.elapsed());
+        crate::telemetry::traces::flush(left).await;
         if !finished {
             // The runtime's end drops them: their log lines say 503, not the client's 499.
             lifecycle.set_cut();

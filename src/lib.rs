@@ -1,7 +1,7 @@
 //! poem-api: a production-grade HTTP API service on poem and tokio, built to run on Kubernetes.
 //!
 //! - [`config`]     — every setting, as a flag and a `POEM_API_*` variable
-//! - [`telemetry`]  — the tracing subscriber (JSON in a cluster, text on a terminal)
+//! - [`telemetry`]  — the tracing subscriber (JSON in a cluster, text on a terminal), OTLP traces
 //! - [`instance`]   — one instance from start to exit: bind, serve, supervise, drain, stop
 //! - [`lifecycle`]  — `starting → ready → draining → stopping`, and the stop signals
 //! - [`server`]     — the accept loop and each connection's phases, limits and timeouts

@@ -106,6 +106,11 @@ impl Metrics {
             "Log lines dropped because stdout fell behind",
             crate::telemetry::dropped_lines().clone(),
         );
+        registry.register(
+            "poem_api_trace_spans_dropped",
+            "Spans not exported: the export queue was full, or the collector failed",
+            crate::telemetry::traces::dropped_spans().clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector));
         Self {
             registry,

@@ -17,7 +17,7 @@ use poem::{
     Endpoint, IntoResponse, PathPattern, Request, Response, Result,
     endpoint::BoxEndpoint,
     error::ResponseError,
-    http::{HeaderValue, Method, StatusCode, Uri, Version, header, uri::Authority},
+    http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header, uri::Authority},
 };
 use rand::Rng;
 
@@ -25,11 +25,15 @@ use crate::{
     error::{ApiError, error_response},
     metrics::{RequestHandles, RequestLabels, method_label, status_class, status_class_index},
     state::AppState,
+    telemetry::traces::{self, RequestTrace},
 };
 use table::{RouteEntry, RouteTable};
 
 /// Header carrying the request id in both directions.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// [`REQUEST_ID`] as a header name: looked up without parsing the name per request.
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// Route label of requests no route matched.
 const UNMATCHED: &str = "unmatched";
@@ -253,6 +257,7 @@ impl<E: Endpoint> Endpoint for Pipeline<E> {
             route: None,
             series: None,
             request_id,
+            trace: None,
             done: false,
         };
         if let Target::Operation(_, i) | Target::Document(_, i) = target {
@@ -263,7 +268,17 @@ impl<E: Endpoint> Endpoint for Pipeline<E> {
                 .find(|(m, _)| *m == exchange.method)
                 .map(|(_, slots)| slots);
         }
+        // The API's requests only: probes and scrapes are not worth a trace.
+        if self.listener == Listener::Api && traces::enabled() {
+            let path = logged_path(req.uri().path()).0;
+            let trace = RequestTrace::start(&req, exchange.route.as_deref(), path);
+            exchange.trace = Some(Box::new(trace));
+        }
+        let route_known = exchange.route.is_some();
 
+        // The handler does not run inside the span: it makes no outgoing call and opens no span
+        // of its own, so there is nothing to nest, and instrumenting its future would cost the
+        // untraced path (a second poll site keeps `handle` from being inlined).
         let result = match protocol_error(&req) {
             Some(err) => Err(err),
             None => self.handle(&target, req).await,
@@ -273,16 +288,24 @@ impl<E: Endpoint> Endpoint for Pipeline<E> {
             Ok(response) => response,
             Err(err) => {
                 if err.status().is_server_error() {
-                    tracing::error!(request_id = exchange.request_id.as_str(), error = %err, "request failed");
+                    tracing::error!(request_id = exchange.request_id.as_str(),
+                        trace_id = exchange.trace_id(), error = %err, "request failed");
                 }
                 if exchange.route.is_none() {
                     exchange.route = err.data::<PathPattern>().map(|p| p.0.clone());
                 }
-                error_response(&err, exchange.uri.path(), exchange.request_id.as_str())
+                let (path, request_id) = (exchange.uri.path(), exchange.request_id.as_str());
+                error_response(&err, path, request_id, exchange.trace_id())
             }
         };
         if exchange.route.is_none() {
             exchange.route = response.data::<PathPattern>().map(|p| p.0.clone());
+        }
+        if let Some(trace) = &exchange.trace
+            && !route_known
+            && exchange.route.is_some()
+        {
+            trace.learnt_route(exchange.method.as_str(), exchange.route.as_deref());
         }
         self.finish_headers(&target, &mut response, &exchange);
         exchange.finish(response.status().as_u16());
@@ -297,7 +320,7 @@ impl<E> Pipeline<E> {
         let status = response.status();
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_bytes(exchange.request_id.as_str().as_bytes()) {
-            headers.insert(REQUEST_ID, value);
+            headers.insert(REQUEST_ID_HEADER, value);
         }
         let required = match status {
             StatusCode::METHOD_NOT_ALLOWED => match target {
@@ -343,12 +366,22 @@ struct Exchange<'a> {
     /// The series slots of the route and method, if it is one of the table's.
     series: Option<&'a [OnceLock<RequestHandles>; 5]>,
     request_id: RequestId,
+    /// The request's span, when traces are exported; it ends when the exchange is dropped.
+    /// Boxed, so that without traces the exchange grows by a pointer only.
+    trace: Option<Box<RequestTrace>>,
     done: bool,
 }
 
 impl Exchange<'_> {
+    fn trace_id(&self) -> Option<&str> {
+        self.trace.as_deref().map(RequestTrace::trace_id)
+    }
+
     fn finish(&mut self, status: u16) {
         self.done = true;
+        if let Some(trace) = &self.trace {
+            trace.finish(status);
+        }
         let elapsed = self.started.elapsed();
         let route = self.route.as_deref().unwrap_or(UNMATCHED);
         let labels = || RequestLabels {
@@ -374,15 +407,16 @@ impl Exchange<'_> {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let (path, path_truncated) = logged_path(self.uri.path());
         let request_id = self.request_id.as_str();
+        let trace_id = self.trace_id();
         // Probes and scrapes would drown the API's lines: debug level only.
         macro_rules! line {
             ($level:ident) => {
                 if path_truncated {
                     tracing::$level!(target: "access", listener, method, route, path,
-                        path_truncated, status, latency_ms, request_id, "request");
+                        path_truncated, status, latency_ms, request_id, trace_id, "request");
                 } else {
                     tracing::$level!(target: "access", listener, method, route, path, status,
-                        latency_ms, request_id, "request");
+                        latency_ms, request_id, trace_id, "request");
                 }
             };
         }
@@ -441,7 +475,10 @@ fn request_id(req: &Request) -> RequestId {
         bytes: [0; RequestId::MAX],
         len: 0,
     };
-    let given = req.headers().get(REQUEST_ID).map(HeaderValue::as_bytes);
+    let given = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .map(HeaderValue::as_bytes);
     match given {
         Some(v)
             if !v.is_empty() && v.len() <= RequestId::MAX && v.iter().all(u8::is_ascii_graphic) =>

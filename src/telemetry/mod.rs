@@ -4,14 +4,20 @@
 //!
 //! - [`format`] — the JSON line, built by hand because the access log formats one per request
 //! - [`writer`] — the bounded queue and the thread that owns stdout
+//! - [`traces`] — OTLP export of one span per request, when a collector is configured
+//! - [`otlp_http`] — the exporter's HTTP/1.1 transport
 
 pub mod format;
+pub mod otlp_http;
+pub mod traces;
 pub mod writer;
 
 use std::{io::IsTerminal, os::fd::AsFd, sync::LazyLock, time::Duration};
 
 use prometheus_client::metrics::counter::Counter;
-use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer, fmt, layer::SubscriberExt, registry::Registry, util::SubscriberInitExt,
+};
 
 use crate::config::{Config, LogFormat};
 pub use writer::{LogGuard, LogQueue, MAX_LINE_BYTES, QueueLimits};
@@ -68,11 +74,30 @@ pub fn init(config: &Config) -> Result<LogGuard, String> {
         FLUSH_TIMEOUT,
     )
     .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = if json {
-        registry.with(format::JsonLayer::new(queue)).try_init()
-    } else {
-        registry.with(fmt::layer().with_writer(queue)).try_init()
+    let otel = traces::layer::<Registry>(config)?;
+    let result = match (otel, json) {
+        // No collector: the log filter is global, the cheapest form (spans and events it
+        // rejects are never built).
+        (None, true) => tracing_subscriber::registry()
+            .with(filter)
+            .with(format::JsonLayer::new(queue))
+            .try_init(),
+        (None, false) => tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt::layer().with_writer(queue))
+            .try_init(),
+        // With one, the log filter is the log layer's own: `POEM_API_LOG=warn` must not turn
+        // the request spans off.
+        (Some(otel), json) => {
+            let log = match json {
+                true => format::JsonLayer::new(queue).boxed(),
+                false => fmt::layer().with_writer(queue).boxed(),
+            };
+            tracing_subscriber::registry()
+                .with(otel)
+                .with(log.with_filter(filter))
+                .try_init()
+        }
     };
     result.map_err(|e| e.to_string())?;
     // Panics are logged as events (with the request id in the access log entry that follows),

@@ -7,11 +7,12 @@ fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")
 }
 
-/// Rows of the README table whose first cell is a `POEM_API_*` variable: (variable, default).
+/// Rows of the README table whose first cell is a `POEM_API_*` variable, or one of
+/// OpenTelemetry's `OTEL_*` the server reads itself: (variable, default).
 fn config_rows(readme: &str) -> Vec<(String, String)> {
     readme
         .lines()
-        .filter(|l| l.starts_with("| `POEM_API_"))
+        .filter(|l| l.starts_with("| `POEM_API_") || l.starts_with("| `OTEL_"))
         .map(|l| {
             let cells: Vec<&str> = l.split('|').map(|c| c.trim().trim_matches('`')).collect();
             (cells[1].to_owned(), cells[2].to_owned())

@@ -14,3 +14,4 @@ mod logging;
 mod probes;
 mod supervision;
 mod support;
+mod tracing;
