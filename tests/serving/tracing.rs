@@ -475,3 +475,37 @@ fn an_https_collector_is_refused_at_start_naming_the_variable() {
     assert!(stderr.contains("POEM_API_OTLP_ENDPOINT"), "{stderr}");
     assert!(stderr.contains("https is not supported"), "{stderr}");
 }
+
+#[test]
+fn an_http2_request_is_traced_as_one_like_any_other() {
+    let receiver = Receiver::start(Mode::Collect);
+    let srv = traced_instance(&receiver, &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(srv.api).await.unwrap();
+        let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let request = poem::http::Request::get("http://127.0.0.1/api/v1/delay/1")
+            .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+            .body(())
+            .unwrap();
+        let mut send = send.ready().await.unwrap();
+        let (response, _) = send.send_request(request, true).unwrap();
+        tokio::time::timeout(T, response)
+            .await
+            .unwrap()
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    let spans = receiver.wait_spans(1, Duration::from_secs(10));
+    let span = span_named(&spans, "GET /api/v1/delay/{ms}");
+    assert_eq!(hex(&span.trace_id), TRACE_ID);
+    assert_eq!(
+        string_attr(&span.attributes, "network.protocol.version").as_deref(),
+        Some("2")
+    );
+}
