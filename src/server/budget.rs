@@ -32,6 +32,12 @@ pub const WRITE_BUFFER: u64 = 64 * KIB;
 pub const HTTP2_CONNECTION: u64 =
     HTTP2_WINDOW as u64 + 1 + HTTP2_MAX_FRAME as u64 + 16 * KIB + 8 * KIB;
 
+/// One finished span held for export at its largest: its attributes are bounded (a path of at
+/// most 1024 bytes, a user agent of at most 256, the rest short), measured at about 1.4 KiB
+/// with a short path (README, "Tracing"). Counted whether or not traces are exported: an
+/// `OTEL_*` variable the operator injects can turn them on.
+pub const HELD_SPAN: u64 = 3 * KIB;
+
 /// The worst case of memory held by the process, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryBudget {
@@ -42,7 +48,8 @@ pub struct MemoryBudget {
     /// its body, the data h2 queues for it and the fixed part, plus, for the first,
     /// [`HTTP2_CONNECTION`]. With HTTP/2 on, the larger of the two.
     pub per_connection: u64,
-    /// Memory of an instance without connections ([`BASE`]).
+    /// Memory of an instance without connections: [`BASE`], plus `OTEL_BSP_MAX_QUEUE_SIZE` ×
+    /// [`HELD_SPAN`] for the spans held for export.
     pub base: u64,
     /// `base + (max_connections + admin connections) × per_connection`.
     pub total: u64,
@@ -67,10 +74,11 @@ impl MemoryBudget {
             http1
         };
         let connections = u64::from(config.max_connections) + u64::from(ADMIN_CONNECTIONS);
+        let base = BASE + u64::from(config.otel_queue_size) * HELD_SPAN;
         Self {
             per_connection,
-            base: BASE,
-            total: BASE + connections * per_connection,
+            base,
+            total: base + connections * per_connection,
         }
     }
 }
@@ -86,7 +94,9 @@ mod tests {
         // HTTP/2: 32 KiB header list + 2 × 64 KiB body + 16 KiB send queue + 48 KiB fixed
         // + 104 KiB of connection state (64 KiB window, 16 KiB frame, 16 KiB write, 8 KiB HPACK).
         assert_eq!(budget.per_connection, 328 * KIB);
-        assert_eq!(budget.total, BASE + (1024 + 32) * 328 * KIB);
+        // 24 MiB + 2048 spans × 3 KiB.
+        assert_eq!(budget.base, 30 * MIB);
+        assert_eq!(budget.total, 30 * MIB + (1024 + 32) * 328 * KIB);
     }
 
     #[test]
@@ -95,6 +105,6 @@ mod tests {
         let budget = MemoryBudget::for_config(&config);
         // 32 KiB head + 2 × 64 KiB body + 64 KiB write + 48 KiB fixed.
         assert_eq!(budget.per_connection, 272 * KIB);
-        assert_eq!(budget.total, BASE + (1024 + 32) * 272 * KIB);
+        assert_eq!(budget.total, 30 * MIB + (1024 + 32) * 272 * KIB);
     }
 }

@@ -213,7 +213,8 @@ impl RequestTrace {
         let user_agent = req
             .headers()
             .get(poem::http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok());
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| prefix(ua, MAX_USER_AGENT));
         let client = req.remote_addr().as_socket_addr().map(|a| a.ip());
         let span = tracing::info_span!(
             target: SPAN_TARGET,
@@ -263,6 +264,19 @@ impl RequestTrace {
             span.record("error.type", code.as_str());
         }
     }
+}
+
+/// The most of a `User-Agent` a span keeps: spans wait in the export queue, and a header may be
+/// as long as `POEM_API_HEADER_LIMIT` (`server::budget::HELD_SPAN` counts on this bound).
+const MAX_USER_AGENT: usize = 256;
+
+/// The first `max` bytes of `s` at most, cut at a character boundary.
+fn prefix(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// `GET /api/v1/echo`, or the method alone when no route matched (never the raw path: its
@@ -434,5 +448,13 @@ mod tests {
         );
         assert_eq!(span_name("GET", None), "GET");
         assert_eq!(semconv_method("BREW"), "_OTHER");
+    }
+
+    #[test]
+    fn long_user_agents_are_cut_at_a_character_boundary() {
+        let ua = "é".repeat(MAX_USER_AGENT);
+        let cut = prefix(&ua, MAX_USER_AGENT);
+        assert!(cut.len() <= MAX_USER_AGENT && cut.len() >= MAX_USER_AGENT - 1);
+        assert_eq!(prefix("curl/8", MAX_USER_AGENT), "curl/8");
     }
 }
