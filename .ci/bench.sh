@@ -127,3 +127,16 @@ for f in failures:
 print(f"bench smoke: {passed} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)
 PY
+
+# The traces-on server of bench/instructions (spans exported to the tool's own OTLP sink): a
+# few hundred requests, so the harness's sink and its check stay working.
+timeout 300 bench/instructions --smoke --servers poem-api-traces --workloads get_root \
+  --json "$out/traces.json" >/dev/null
+python3 - "$out/traces.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))["servers"][0]
+ok = "error" not in s and s.get("otlp_exports", 0) > 0 and s["workloads"]["get_root"]["ir"] > 1000
+print(f"bench smoke, traces on: {'1 passed, 0' if ok else '0 passed, 1'} failed "
+      f"({s.get('otlp_exports')} exports, {s.get('error', 'no error')})")
+sys.exit(0 if ok else 1)
+PY
