@@ -3,7 +3,7 @@
 //!
 //! Why not the exporter's built-in reqwest client: reqwest enables hyper's `client` feature,
 //! and Cargo unifies features, so the server's own hyper is compiled with its client role too.
-//! That alone cost the server 1.0–1.8 % more instructions per request with tracing off
+//! That alone cost the server up to 1.8 % more instructions per request with tracing off
 //! (`bench/instructions --connections 1`, README "Tracing"), and reqwest's blocking client runs a
 //! runtime of its own on a thread of its own, to send a few exports a second. OTLP/HTTP needs
 //! one request shape: POST a protobuf body, read the status.
