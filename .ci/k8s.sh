@@ -14,10 +14,18 @@ KUBERNETES_VALIDATE_VERSION=1.37.0
 CHECKOV_VERSION=3.3.30
 # Kubernetes minor versions to validate against: the releases clusters run today.
 KUBERNETES_VERSIONS=(1.30.0 1.31.0 1.32.0 1.33.0 1.34.0 1.35.0)
-TREES=(base overlays/minikube overlays/production overlays/production-ingress)
+# components/tracing: the tracing component over the minikube overlay, as tests/k8s renders it.
+TREES=(base overlays/minikube overlays/production overlays/production-ingress components/tracing)
 # checkov's "default namespace" check cannot pass for the base, which is namespace-agnostic by
 # design (`kubectl apply -k k8s/base -n <ns>`); the overlays, which are deployed, are scanned.
-SCANNED=(overlays/minikube overlays/production overlays/production-ingress)
+SCANNED=(overlays/minikube overlays/production overlays/production-ingress components/tracing)
+# The kustomization each tree renders from.
+source_of() {
+  case $1 in
+    components/tracing) echo tests/k8s/tracing-overlay ;;
+    *) echo "k8s/$1" ;;
+  esac
+}
 # API groups of custom resources. kubernetes-validate has no schema for them (it would only
 # warn and pass), so they are split off and validated by tests/k8s/crd/validate.mjs against
 # their CRDs' schemas.
@@ -53,7 +61,7 @@ trap 'rm -rf "$rendered"' EXIT
 step "render: kubectl kustomize"
 for tree in "${TREES[@]}"; do
   mkdir -p "$rendered/$tree" "$rendered/split/$tree"
-  kubectl kustomize "k8s/$tree" >"$rendered/$tree/manifest.yaml"
+  kubectl kustomize "$(source_of "$tree")" >"$rendered/$tree/manifest.yaml"
   # builtin.yaml: the kinds Kubernetes defines; custom.json: the custom resources. In a folder
   # of their own: checkov scans whole folders.
   CUSTOM_GROUPS=$CUSTOM_GROUPS .venv/bin/python - "$rendered/$tree/manifest.yaml" "$rendered/split/$tree" <<'PY'

@@ -633,3 +633,91 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The tracing component (k8s/components/tracing), over the minikube overlay: the server is
+/// given a collector it accepts, and the one egress rule added lets exactly that traffic (and
+/// the DNS lookup of its name) out of the pods that send it; the memory limit still covers the
+/// worst case.
+#[test]
+#[ignore = "needs kubectl"]
+fn the_tracing_component_opens_egress_to_the_collector_it_configures_and_nothing_else() {
+    let objects = support::render_dir(&support::repo_root().join("tests/k8s/tracing-overlay"));
+    let deployment = deployment(&objects);
+    let container = server_container(deployment);
+    let config = effective_config(container);
+    let endpoint = config
+        .otlp_endpoint
+        .clone()
+        .expect("POEM_API_OTLP_ENDPOINT set");
+    let authority = endpoint.trim_start_matches("http://");
+    let (host, port) = authority
+        .rsplit_once(':')
+        .expect("the endpoint names its port");
+    let port: u16 = port.parse().unwrap();
+    let collector_namespace = host.split('.').nth(1).expect("<service>.<namespace>.svc");
+
+    let policy = find(&objects, "NetworkPolicy", "poem-api-otlp");
+    let namespace = |o: &Value| o["metadata"]["namespace"].clone();
+    assert_eq!(
+        namespace(policy),
+        namespace(deployment),
+        "in the pods' namespace"
+    );
+    assert!(
+        support::selects(
+            &policy["spec"]["podSelector"],
+            &deployment["spec"]["template"]["metadata"]["labels"]
+        ),
+        "the policy applies to the server's pods"
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        json!(["Egress"]),
+        "egress only"
+    );
+    let rules = policy["spec"]["egress"].as_array().expect("egress rules");
+    let ports = |rule: &Value| -> Vec<(u64, String)> {
+        rule["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["port"].as_u64().unwrap(),
+                    p["protocol"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let to_namespace = |rule: &Value| {
+        rule["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].clone()
+    };
+    assert_eq!(
+        rules.len(),
+        2,
+        "the collector and DNS, nothing else: {rules:?}"
+    );
+    assert_eq!(ports(&rules[0]), [(u64::from(port), "TCP".to_owned())]);
+    assert_eq!(to_namespace(&rules[0]), json!(collector_namespace));
+    assert!(
+        rules[0]["to"][0]["podSelector"]["matchLabels"].is_object(),
+        "the collector's pods only"
+    );
+    assert_eq!(
+        ports(&rules[1]),
+        [(53, "UDP".to_owned()), (53, "TCP".to_owned())],
+        "DNS, to resolve the collector's name"
+    );
+    assert_eq!(to_namespace(&rules[1]), json!("kube-system"));
+
+    // The base policy stays as it is: no egress of its own.
+    let base = find(&objects, "NetworkPolicy", "poem-api");
+    assert_eq!(base["spec"]["egress"], json!([]));
+
+    let limit = support::resource(container, "limits", "memory");
+    let budget = MemoryBudget::for_config(&config).total;
+    assert!(
+        limit >= budget as f64,
+        "memory limit {limit} B below the worst case of {budget} B"
+    );
+}

@@ -48,8 +48,12 @@ pub fn selects(selector: &Value, labels: &Value) -> bool {
 /// YAML becomes JSON through `kubectl patch --local` with an empty patch: it parses every object
 /// and prints it back unchanged, without contacting a cluster, so no YAML crate is needed.
 pub fn render(tree: &str) -> Vec<Value> {
-    let dir = repo_root().join("k8s").join(tree);
-    let yaml = run(Command::new("kubectl").arg("kustomize").arg(&dir), None);
+    render_dir(&repo_root().join("k8s").join(tree))
+}
+
+/// [`render`] for a kustomization anywhere in the repository.
+pub fn render_dir(dir: &std::path::Path) -> Vec<Value> {
+    let yaml = run(Command::new("kubectl").arg("kustomize").arg(dir), None);
     let json = run(
         Command::new("kubectl").args([
             "patch",
