@@ -33,9 +33,8 @@ pub const HTTP2_CONNECTION: u64 =
     HTTP2_WINDOW as u64 + 1 + HTTP2_MAX_FRAME as u64 + 16 * KIB + 8 * KIB;
 
 /// One finished span held for export at its largest: its attributes are bounded (a path of at
-/// most 1024 bytes, a user agent of at most 256, the rest short), measured at about 1.4 KiB
-/// with a short path (README, "Tracing"). Counted whether or not traces are exported: an
-/// `OTEL_*` variable the operator injects can turn them on.
+/// most 1024 bytes, a user agent of at most 256, the rest short). Counted whether or not traces
+/// are exported: an `OTEL_*` variable the operator injects can turn them on.
 pub const HELD_SPAN: u64 = 3 * KIB;
 
 /// The worst case of memory held by the process, in bytes.
