@@ -12,10 +12,9 @@
 //! itself, below the SDK's queue, which then never overflows.
 
 use std::{
-    fmt::Write as _,
     sync::{
         Arc, LazyLock, Mutex, OnceLock,
-        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+        atomic::{AtomicUsize, Ordering::Relaxed},
     },
     time::{Duration, Instant},
 };
@@ -79,11 +78,18 @@ pub fn enabled() -> bool {
     PROVIDER.get().is_some()
 }
 
-/// The collector's traces URL: `POEM_API_OTLP_ENDPOINT` + `/v1/traces`; else what the SDK
-/// reads from `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT` (None
-/// here); tracing is off when none is set, or `OTEL_SDK_DISABLED=true`, or
+/// Where spans go, when anywhere.
+enum Endpoint {
+    /// `POEM_API_OTLP_ENDPOINT` + `/v1/traces`.
+    Given(String),
+    /// What the exporter reads from `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (checked here first, to name the variable if invalid).
+    FromEnvironment,
+}
+
+/// The endpoint; None (tracing off) when none is set, or with `OTEL_SDK_DISABLED=true` or
 /// `OTEL_TRACES_EXPORTER=none`.
-fn endpoint(config: &Config) -> Result<Option<Option<String>>, String> {
+fn endpoint(config: &Config) -> Result<Option<Endpoint>, String> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
         || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
@@ -91,7 +97,7 @@ fn endpoint(config: &Config) -> Result<Option<Option<String>>, String> {
         return Ok(None);
     }
     if let Some(base) = &config.otlp_endpoint {
-        return Ok(Some(Some(format!("{base}{TRACES_PATH}"))));
+        return Ok(Some(Endpoint::Given(format!("{base}{TRACES_PATH}"))));
     }
     for name in [
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -99,7 +105,7 @@ fn endpoint(config: &Config) -> Result<Option<Option<String>>, String> {
     ] {
         if let Some(value) = env(name) {
             crate::config::otlp_endpoint(&value).map_err(|e| format!("invalid {name}: {e}"))?;
-            return Ok(Some(None));
+            return Ok(Some(Endpoint::FromEnvironment));
         }
     }
     Ok(None)
@@ -112,14 +118,14 @@ pub fn layer<S>(config: &Config) -> Result<Option<impl tracing_subscriber::Layer
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    let Some(url) = endpoint(config)? else {
+    let Some(endpoint) = endpoint(config)? else {
         return Ok(None);
     };
     let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_http_client(super::otlp_http::OtlpHttp::from_env())
         .with_protocol(Protocol::HttpBinary);
-    if let Some(url) = url {
+    if let Endpoint::Given(url) = endpoint {
         exporter = exporter.with_endpoint(url);
     }
     let exporter = exporter
@@ -259,9 +265,7 @@ impl RequestTrace {
         // Server spans: 5xx is an error, 4xx is the client's (HTTP semantic conventions).
         if status >= 500 {
             span.record("otel.status_code", "ERROR");
-            let mut code = String::with_capacity(3);
-            let _ = write!(code, "{status}");
-            span.record("error.type", code.as_str());
+            span.record("error.type", tracing::field::display(status));
         }
     }
 }
@@ -364,10 +368,9 @@ struct FailureLog {
     unlogged: u64,
     /// Failures in a row: a success after some is logged once.
     in_a_row: u64,
+    /// Failures in all.
+    total: u64,
 }
-
-/// Failed exports in all, for the log lines.
-static FAILED_EXPORTS: AtomicU64 = AtomicU64::new(0);
 
 impl<E: SpanExporter> SpanExporter for Counted<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
@@ -380,10 +383,8 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
                 if log.in_a_row > 0 {
                     tracing::info!(failed_exports = log.in_a_row, "trace export recovered");
                 }
-                *log = FailureLog {
-                    logged: log.logged,
-                    ..FailureLog::default()
-                };
+                log.in_a_row = 0;
+                log.unlogged = 0;
             }
             Err(err) => {
                 dropped_spans()
@@ -391,7 +392,7 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
                         reason: "export_failed",
                     })
                     .inc_by(spans as u64);
-                let total = FAILED_EXPORTS.fetch_add(1, Relaxed) + 1;
+                log.total += 1;
                 log.in_a_row += 1;
                 let now = Instant::now();
                 if log
@@ -402,7 +403,7 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
                         error = %err,
                         cause = super::otlp_http::last_cause(),
                         spans,
-                        failed_exports = total,
+                        failed_exports = log.total,
                         not_logged = log.unlogged,
                         interval_s = FAILURE_LOG_INTERVAL.as_secs(),
                         "trace export failed; spans dropped (logged once per interval)"
