@@ -49,11 +49,13 @@ use poem::{
     web::{LocalAddr, RemoteAddr},
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, ReadBuf},
     net::TcpStream,
     time::{Instant, Sleep, sleep_until},
 };
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use super::socket::{SendClock, Socket};
 
 use super::h2::{self, Http2Limits, Opening, Replay};
 
@@ -290,9 +292,11 @@ pub async fn serve<E>(
     let track = Arc::new(Track::new(accepted));
     let io = TokioIo::new(TrackedIo {
         inner: stream,
-        track: track.clone(),
-        scan: HeadScan::default(),
-        replay,
+        side: Http1 {
+            track: track.clone(),
+            scan: HeadScan::default(),
+            replay,
+        },
     });
     let (local, remote_addr) = (LocalAddr(local.into()), RemoteAddr(remote.into()));
     let service_track = track.clone();
@@ -504,14 +508,15 @@ connection: close\r\n\
 content-length: 118\r\n\r\n\
 {\"type\":\"about:blank\",\"title\":\"URI Too Long\",\"status\":414,\"detail\":\"the request line exceeds the limit of 8192 bytes\"}";
 
-/// The socket, reporting reads and writes to the connection's [`Track`].
-struct TrackedIo {
-    inner: TcpStream,
+/// What the HTTP/1.1 path keeps beside the socket: the head scan, the bytes the protocol
+/// detection read (handed out before the socket's), and the [`Track`] reads and writes report to.
+struct Http1 {
     track: Arc<Track>,
     scan: HeadScan,
-    /// Bytes the protocol detection read, handed out before the socket's.
     replay: Replay,
 }
+
+type TrackedIo = Socket<Http1>;
 
 impl AsyncRead for TrackedIo {
     fn poll_read(
@@ -519,25 +524,25 @@ impl AsyncRead for TrackedIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+        let Socket { inner, side } = self.get_mut();
         let before = buf.filled().len();
-        if !this.replay.take_into(buf) {
-            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if !side.replay.take_into(buf) {
+            ready!(Pin::new(&mut *inner).poll_read(cx, buf))?;
         }
         let bytes = &buf.filled()[before..];
         if bytes.is_empty() {
             return Poll::Ready(Ok(()));
         }
-        let track = &this.track;
-        let end = this.scan.scan(bytes, track.read_total.load(Relaxed));
+        let track = &side.track;
+        let end = side.scan.scan(bytes, track.read_total.load(Relaxed));
         if track.bytes_read(bytes.len(), end, Instant::now) {
             // The first bytes of a new head: its request line starts here.
-            this.scan.line = Some(0);
+            side.scan.line = Some(0);
         }
-        if this.scan.line_too_long(bytes) {
+        if side.scan.line_too_long(bytes) {
             // Best effort: a small answer fits in an empty socket buffer; then the connection
             // ends as hyper sees an error.
-            let _ = this.inner.try_write(URI_TOO_LONG);
+            let _ = inner.try_write(URI_TOO_LONG);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "request line too long (414 sent)",
@@ -547,49 +552,13 @@ impl AsyncRead for TrackedIo {
     }
 }
 
-impl TrackedIo {
-    fn note_write<T>(&self, poll: &Poll<io::Result<T>>, progressed: impl Fn(&T) -> bool) {
+impl SendClock for Http1 {
+    fn written(&self, poll: &Poll<io::Result<usize>>) {
         match poll {
             Poll::Pending => self.track.write_blocked(Instant::now()),
-            Poll::Ready(Ok(v)) if progressed(v) => self.track.write_progressed(Instant::now),
+            Poll::Ready(Ok(n)) if *n > 0 => self.track.write_progressed(Instant::now),
             Poll::Ready(_) => {}
         }
-    }
-}
-
-impl AsyncWrite for TrackedIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.note_write(&poll, |n| *n > 0);
-        poll
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.note_write(&poll, |n| *n > 0);
-        poll
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -55,14 +55,17 @@ use poem::{
     web::{LocalAddr, RemoteAddr},
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, ReadBuf},
     net::TcpStream,
     sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep, sleep_until},
 };
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::conn::{ConnLimits, Timeouts};
+use super::{
+    conn::{ConnLimits, Timeouts},
+    socket::{SendClock, Socket},
+};
 
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -339,10 +342,12 @@ pub async fn serve<E>(
         leave: AtomicBool::new(false),
         waker: AtomicWaker::new(),
     });
-    let io = TokioIo::new(H2Io {
+    let io = TokioIo::new(Socket {
         inner: stream,
-        replay: Bytes::from(read),
-        state: state.clone(),
+        side: Http2 {
+            replay: Bytes::from(read),
+            state: state.clone(),
+        },
     });
     let (local, remote_addr) = (LocalAddr(local.into()), RemoteAddr(remote.into()));
     let service_state = state.clone();
@@ -552,32 +557,32 @@ where
     }
 }
 
-/// The socket: the detection's bytes first, and the send clock's stamps.
-struct H2Io {
-    inner: TcpStream,
+/// What the HTTP/2 path keeps beside the socket: the detection's bytes, handed out first, and
+/// the state whose send clock writes report to.
+struct Http2 {
     replay: Bytes,
     state: Arc<State>,
 }
 
-impl AsyncRead for H2Io {
+impl AsyncRead for Socket<Http2> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.replay.is_empty() {
-            let n = this.replay.len().min(buf.remaining());
-            buf.put_slice(&this.replay[..n]);
-            this.replay.advance(n);
+        let Socket { inner, side } = self.get_mut();
+        if !side.replay.is_empty() {
+            let n = side.replay.len().min(buf.remaining());
+            buf.put_slice(&side.replay[..n]);
+            side.replay.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        Pin::new(inner).poll_read(cx, buf)
     }
 }
 
-impl H2Io {
-    fn note_write(&self, poll: &Poll<io::Result<usize>>) {
+impl SendClock for Http2 {
+    fn written(&self, poll: &Poll<io::Result<usize>>) {
         let blocked = &self.state.blocked_since;
         match poll {
             Poll::Pending if blocked.load(Relaxed) == UNSET => {
@@ -588,42 +593,6 @@ impl H2Io {
             }
             _ => {}
         }
-    }
-}
-
-impl AsyncWrite for H2Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.note_write(&poll);
-        poll
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.note_write(&poll);
-        poll
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

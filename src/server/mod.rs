@@ -5,6 +5,7 @@
 mod budget;
 mod conn;
 mod h2;
+mod socket;
 
 use std::{io, sync::Arc, time::Duration};
 
